@@ -1,0 +1,243 @@
+import { ErrorCode, IvmrError, isIvmrError } from '../errors.js';
+import {
+  type BlockMap,
+  decodeBlockMap,
+  encodeBlockMap,
+  mapId,
+  ZERO_ID,
+} from '../format/block-map.js';
+import { sha256 } from '../format/codec.js';
+import { decodeIndex, encodeIndex, type IndexedPack } from '../format/index-file.js';
+import { BLOB_ID_SIZE } from '../format/pack.js';
+import type { StoreAdapter } from '../store/adapter.js';
+import { BlobIndex } from './blob-index.js';
+import { BlobReader, type FrameCacheOptions } from './blob-reader.js';
+import type { RepositoryConfig } from './config.js';
+import type { FlatBlockMap } from './disk-source.js';
+import { parsePoint, type RestorePointInfo } from './points.js';
+
+/** A metadata object that could not be read. */
+export interface DamagedObject {
+  readonly kind: 'index' | 'map' | 'point' | 'pack';
+  readonly name: string;
+  readonly code: string;
+  readonly message: string;
+}
+
+/** Longest base chain followed before a point is declared broken (guards against cycles). */
+const MAX_CHAIN = 100_000;
+
+/**
+ * Internal state shared by the repository's operations: the store, the blob index, the frame
+ * reader, and helpers to load points and resolve chains. Not part of the public API.
+ */
+export class RepoContext {
+  readonly index = new BlobIndex();
+  readonly reader: BlobReader;
+  /** Index objects loaded, and what each lists. */
+  readonly indexObjects = new Map<string, IndexedPack[]>();
+  /** Packs written by this process and not yet listed by an index object. */
+  readonly unindexed: IndexedPack[] = [];
+  readonly damaged: DamagedObject[] = [];
+
+  constructor(
+    readonly store: StoreAdapter,
+    readonly config: RepositoryConfig,
+    cache: FrameCacheOptions,
+  ) {
+    this.reader = new BlobReader(store, this.index, cache);
+  }
+
+  async loadIndex(): Promise<void> {
+    for await (const { name } of this.store.list('index')) {
+      if (this.indexObjects.has(name)) continue;
+      try {
+        const packs = decodeIndex(await this.store.get('index', name), `index ${name}`);
+        this.indexObjects.set(name, packs);
+        for (const p of packs) this.index.addPack(p.pack, p.blobs);
+      } catch (err) {
+        if (!isIvmrError(err)) throw err;
+        this.damaged.push({ kind: 'index', name, code: err.code, message: err.message });
+      }
+    }
+  }
+
+  /** Records packs just written (their blobs become readable at once). */
+  addPacks(packs: readonly IndexedPack[]): void {
+    for (const p of packs) {
+      this.index.addPack(p.pack, p.blobs);
+      this.unindexed.push(p);
+    }
+  }
+
+  /** Writes an index object for every pack not yet indexed. Call before committing a point. */
+  async writePendingIndex(): Promise<void> {
+    if (this.unindexed.length === 0) return;
+    const packs = this.unindexed.splice(0);
+    const bytes = encodeIndex(packs);
+    const name = Buffer.from(sha256(bytes)).toString('hex');
+    try {
+      await this.store.put('index', name, bytes);
+    } catch (err) {
+      this.unindexed.unshift(...packs);
+      throw err;
+    }
+    this.indexObjects.set(name, packs);
+  }
+
+  /** All readable restore points, oldest first per VM; unreadable ones are recorded as damaged. */
+  async points(): Promise<RestorePointInfo[]> {
+    const points: RestorePointInfo[] = [];
+    for await (const { name } of this.store.list('point')) {
+      try {
+        points.push(parsePoint(await this.store.get('point', name), name));
+      } catch (err) {
+        if (!isIvmrError(err)) throw err;
+        if (err.code === ErrorCode.NOT_FOUND) continue;
+        if (!this.damaged.some((d) => d.kind === 'point' && d.name === name)) {
+          this.damaged.push({ kind: 'point', name, code: err.code, message: err.message });
+        }
+      }
+    }
+    return points.sort((a, b) => (a.vm === b.vm ? a.sequence - b.sequence : a.vm < b.vm ? -1 : 1));
+  }
+
+  async loadMap(name: string): Promise<BlockMap> {
+    return decodeBlockMap(await this.store.get('map', name), `block map ${name}`);
+  }
+
+  /** Stores a block map object (content-addressed) and returns its name. */
+  async writeMap(map: BlockMap): Promise<string> {
+    const bytes = encodeBlockMap(map);
+    const name = Buffer.from(sha256(bytes)).toString('hex');
+    if (!(await this.store.has('map', name))) await this.store.put('map', name, bytes);
+    return name;
+  }
+
+  /**
+   * The flat block map of disk `disk` at `point`: follows base links to the nearest full map
+   * and applies each delta on the way back. Rejects with `IVMR_FORMAT` for a broken chain.
+   */
+  async resolve(
+    point: RestorePointInfo,
+    disk: string,
+    byId: ReadonlyMap<string, RestorePointInfo>,
+  ): Promise<FlatBlockMap> {
+    const maps: BlockMap[] = [];
+    let p: RestorePointInfo | undefined = point;
+    for (let depth = 0; ; depth++) {
+      if (depth > MAX_CHAIN) throw chainError(point, disk, 'base chain loops or is too long');
+      const d = p.disks.find((x) => x.name === disk);
+      if (!d) throw chainError(point, disk, `point ${p.id} in its chain has no disk ${disk}`);
+      const map = await this.loadMap(d.map);
+      if (map.blockSize !== d.blockSize || map.diskSize !== d.size) {
+        throw chainError(point, disk, `block map ${d.map} does not match point ${p.id}`);
+      }
+      maps.push(map);
+      if (map.kind === 'full') break;
+      if (p.base === null)
+        throw chainError(point, disk, `point ${p.id} has a delta map but no base`);
+      const base = byId.get(p.base);
+      if (!base) throw chainError(point, disk, `base point ${p.base} of ${p.id} is missing`);
+      if (base.disks.find((x) => x.name === disk)?.blockSize !== d.blockSize) {
+        throw chainError(point, disk, `base point ${p.base} has another block size`);
+      }
+      p = base;
+    }
+    const top = maps[0]!;
+    const blockCount = Math.ceil(top.diskSize / top.blockSize);
+    const slots = new Int32Array(blockCount);
+    const missing: string[] = [];
+    const missingNo = new Map<string, number>();
+    for (let m = maps.length - 1; m >= 0; m--) {
+      const map = maps[m]!;
+      for (let i = 0; i < map.blocks.length; i++) {
+        const block = map.blocks[i]!;
+        if (block >= blockCount) continue;
+        const id = mapId(map, i);
+        if (isZeroId(id)) {
+          slots[block] = 0;
+          continue;
+        }
+        const slot = this.index.slotOf(id);
+        if (slot >= 0) {
+          slots[block] = slot + 1;
+          continue;
+        }
+        const hex = Buffer.from(id).toString('hex');
+        let k = missingNo.get(hex);
+        if (k === undefined) {
+          k = missing.length;
+          missing.push(hex);
+          missingNo.set(hex, k);
+        }
+        slots[block] = -(k + 1);
+      }
+      // A point whose disk was smaller drops the blocks past its end for every later point.
+      slots.fill(0, Math.min(blockCount, Math.ceil(map.diskSize / map.blockSize)));
+    }
+    for (let b = 0; b < blockCount; b++) {
+      const slot = slots[b]! - 1;
+      if (slot < 0) continue;
+      const expected = Math.min(top.blockSize, top.diskSize - b * top.blockSize);
+      if (this.index.rawLength(slot) !== expected) {
+        throw chainError(
+          point,
+          disk,
+          `block ${b} names blob ${this.index.idOf(slot)} of the wrong length`,
+        );
+      }
+    }
+    return { size: top.diskSize, blockSize: top.blockSize, slots, missing };
+  }
+
+  /** Hex blob id of a flat-map entry (non-zero). */
+  idOfEntry(map: FlatBlockMap, entry: number): string {
+    return entry > 0 ? this.index.idOf(entry - 1) : map.missing[-entry - 1]!;
+  }
+
+  /**
+   * Encodes `target` as a block map: full, or a delta against `base` (same block size) listing
+   * the blocks whose blob differs.
+   */
+  mapFrom(target: FlatBlockMap, base: FlatBlockMap | null): BlockMap {
+    const blocks: number[] = [];
+    const ids: Uint8Array[] = [];
+    for (let i = 0; i < target.slots.length; i++) {
+      const t = target.slots[i]!;
+      if (base === null) {
+        if (t === 0) continue;
+      } else {
+        const b = i < base.slots.length ? base.slots[i]! : 0;
+        if (t === b && t >= 0) continue;
+        if (t < 0 && b < 0 && this.idOfEntry(target, t) === this.idOfEntry(base, b)) continue;
+      }
+      blocks.push(i);
+      ids.push(t === 0 ? ZERO_ID : Buffer.from(this.idOfEntry(target, t), 'hex'));
+    }
+    const idBytes = new Uint8Array(ids.length * BLOB_ID_SIZE);
+    for (let i = 0; i < ids.length; i++) idBytes.set(ids[i]!, i * BLOB_ID_SIZE);
+    return {
+      kind: base === null ? 'full' : 'delta',
+      diskSize: target.size,
+      blockSize: target.blockSize,
+      blocks: Float64Array.from(blocks),
+      ids: idBytes,
+    };
+  }
+}
+
+function isZeroId(id: Uint8Array): boolean {
+  for (let i = 0; i < id.length; i++) if (id[i] !== 0) return false;
+  return true;
+}
+
+function chainError(point: RestorePointInfo, disk: string, why: string): IvmrError {
+  return new IvmrError(
+    ErrorCode.FORMAT,
+    `restore point ${point.vm}@${point.id} disk ${disk}: ${why}`,
+    {
+      details: { vm: point.vm, point: point.id, disk },
+    },
+  );
+}

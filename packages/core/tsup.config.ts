@@ -1,0 +1,12 @@
+import { defineConfig } from 'tsup';
+import { entries } from '../../scripts/entrypoints.js';
+
+export default defineConfig({
+  entry: entries('core'),
+  format: ['esm', 'cjs'],
+  dts: true,
+  sourcemap: true,
+  clean: true,
+  target: 'node20',
+  external: ['vitest'],
+});

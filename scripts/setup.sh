@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# One-time set-up on a fresh Debian machine with Node 20, npm and root: Debian packages the tests
+# and the demo need (installed only when missing), the pinned pnpm, the workspace's dependencies
+# and a build. Safe to run again; it does only what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PNPM_VERSION=10.34.8
+export PNPM="npx -y pnpm@${PNPM_VERSION}"
+
+# command -> Debian package that provides it
+declare -A NEEDED=(
+  [qemu-img]=qemu-utils
+)
+missing=()
+for cmd in "${!NEEDED[@]}"; do
+  command -v "$cmd" >/dev/null 2>&1 || missing+=("${NEEDED[$cmd]}")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "setup: installing Debian packages: ${missing[*]}"
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if [ ! -d node_modules/.pnpm ] || [ pnpm-lock.yaml -nt node_modules/.modules.yaml ]; then
+  $PNPM install --frozen-lockfile --reporter=append-only
+fi
+$PNPM run build >/dev/null
