@@ -10,6 +10,7 @@ export default defineConfig({
   resolve: {
     alias: {
       '@ivmr/core': src('core'),
+      '@ivmr/nfs': src('nfs'),
     },
   },
   test: {

@@ -11,10 +11,21 @@ export PNPM="npx -y pnpm@${PNPM_VERSION}"
 # command -> Debian package that provides it
 declare -A NEEDED=(
   [qemu-img]=qemu-utils
+  [qemu-io]=qemu-utils
+  [nfs-ls]=libnfs-utils
+  [rpcbind]=rpcbind
+  [rpcinfo]=rpcbind
+)
+# file -> Debian package that provides it (qemu's nfs:// driver is a module, not a command)
+declare -A NEEDED_FILES=(
+  [/usr/lib/x86_64-linux-gnu/qemu/block-nfs.so]=qemu-block-extra
 )
 missing=()
 for cmd in "${!NEEDED[@]}"; do
   command -v "$cmd" >/dev/null 2>&1 || missing+=("${NEEDED[$cmd]}")
+done
+for file in "${!NEEDED_FILES[@]}"; do
+  [ -e "$file" ] || missing+=("${NEEDED_FILES[$file]}")
 done
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "setup: installing Debian packages: ${missing[*]}"

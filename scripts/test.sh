@@ -6,5 +6,6 @@ bash scripts/setup.sh
 PNPM="npx -y pnpm@10.34.8"
 $PNPM run lint
 $PNPM run typecheck
+$PNPM run docs >/dev/null
 # Property tests run longer in CI than locally (see packages/core/test/fc.ts).
 $PNPM exec vitest run --reporter=default --reporter=./scripts/summary-reporter.ts

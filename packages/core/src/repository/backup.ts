@@ -1,10 +1,10 @@
 import { basename, extname } from 'node:path';
 import type { BlockSource } from '../block-source.js';
-import { ErrorCode, IvmrError } from '../errors.js';
+import { ErrorCode, IvmrError, isIvmrError } from '../errors.js';
 import { type CodecName, isCodecName, sha256 } from '../format/codec.js';
 import { checkBlockSize } from './config.js';
 import type { RepoContext } from './context.js';
-import type { FlatBlockMap } from './disk-source.js';
+import { allocatedBytesOf, type FlatBlockMap } from './disk-source.js';
 import { PackWriter } from './pack-writer.js';
 import {
   checkDiskName,
@@ -186,8 +186,9 @@ export async function runBackup(
           storedBytes: storedTotal,
         });
       }
-      newFlat.set(name, { size, blockSize, slots, missing: [] });
-      disks.push({ name, size, blockSize, map: '', stats });
+      const flat: FlatBlockMap = { size, blockSize, slots, missing: [] };
+      newFlat.set(name, flat);
+      disks.push({ name, size, blockSize, map: '', allocatedBytes: allocatedBytesOf(flat), stats });
     }
     await flush();
     await ctx.writePendingIndex();
@@ -247,7 +248,11 @@ async function commitPoint(
   byId.set(point.id, point);
 
   if (reverse && parent) {
-    await rebase(ctx, parent, point, byId);
+    // The put above committed the backup, so it must not reject now. Rewriting the parent as a
+    // reverse delta only saves space: if it fails, the parent keeps its old maps and reads the same.
+    await rebase(ctx, parent, point, byId).catch((err: unknown) => {
+      if (!isIvmrError(err)) throw err;
+    });
   }
   return point;
 }

@@ -161,8 +161,8 @@ export class BlobReader {
 }
 
 /**
- * Checks and decodes one stored frame (header + payload). Throws `IVMR_CHUNK_CORRUPT` on an
- * unknown codec, a checksum mismatch or a wrong decoded length.
+ * Checks and decodes one stored frame (header + payload). Throws `IVMR_CHUNK_CORRUPT` on a
+ * short frame, an unknown codec, a checksum mismatch or a wrong decoded length.
  */
 export function decodeStoredFrame(
   stored: Uint8Array,
@@ -171,6 +171,9 @@ export function decodeStoredFrame(
   pack: string,
   frame: number,
 ): Uint8Array {
+  if (stored.length < FRAME_HEADER_SIZE) {
+    throw corrupt(blob, pack, frame, `${stored.length} bytes cannot hold a frame header`);
+  }
   const codecId = stored[0]!;
   const codec = codecById(codecId);
   if (codec === undefined) throw corrupt(blob, pack, frame, `unknown codec id ${codecId}`);

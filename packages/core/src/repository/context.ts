@@ -102,8 +102,16 @@ export class RepoContext {
     return points.sort((a, b) => (a.vm === b.vm ? a.sequence - b.sequence : a.vm < b.vm ? -1 : 1));
   }
 
+  /** Loads a block map; one that is missing or malformed is also recorded as damaged. */
   async loadMap(name: string): Promise<BlockMap> {
-    return decodeBlockMap(await this.store.get('map', name), `block map ${name}`);
+    try {
+      return decodeBlockMap(await this.store.get('map', name), `block map ${name}`);
+    } catch (err) {
+      if (isIvmrError(err) && !this.damaged.some((d) => d.kind === 'map' && d.name === name)) {
+        this.damaged.push({ kind: 'map', name, code: err.code, message: err.message });
+      }
+      throw err;
+    }
   }
 
   /** Stores a block map object (content-addressed) and returns its name. */

@@ -22,6 +22,15 @@ export interface FlatBlockMap {
   readonly missing: readonly string[];
 }
 
+/** Bytes of a disk in blocks that are not all zeros. */
+export function allocatedBytesOf(map: FlatBlockMap): number {
+  let n = 0;
+  for (let b = 0; b < map.slots.length; b++) {
+    if (map.slots[b] !== 0) n += Math.min(map.blockSize, map.size - b * map.blockSize);
+  }
+  return n;
+}
+
 /**
  * One disk of an opened restore point as a {@link BlockSource}. Reads decode only the frames
  * that cover the requested range; zero blocks cost nothing. A corrupt or missing blob rejects
@@ -130,9 +139,7 @@ export class RestoreDisk implements BlockSource {
 
   /** Bytes in blocks that are not all zeros (what a thin copy of the disk allocates). */
   get allocatedBytes(): number {
-    let n = 0;
-    for (const r of this.allocatedRanges()) n += r.length;
-    return n;
+    return allocatedBytesOf(this.#map);
   }
 
   /** The byte ranges not known to be zero, merged, in order. */

@@ -51,6 +51,8 @@ export async function runForget(ctx: RepoContext, options: ForgetOptions): Promi
       `keep-last must be a whole number >= 1, got ${options.keepLast}`,
     );
   }
+  // Refuse before removing any point, not after: a forget that fails must change nothing.
+  if (options.prune !== false) refuseDamagedIndex(ctx);
   const all = await ctx.points();
   const byId = new Map(all.map((p) => [p.id, p]));
   const history = all.filter((p) => p.vm === options.vm);
@@ -92,14 +94,7 @@ export async function runPrune(
   ctx: RepoContext,
   points: readonly RestorePointInfo[],
 ): Promise<PruneReport> {
-  const badIndex = ctx.damaged.find((d) => d.kind === 'index');
-  if (badIndex) {
-    throw new IvmrError(
-      ErrorCode.FORMAT,
-      `cannot prune: index ${badIndex.name} is damaged (${badIndex.message}); run 'ivmr repair' first`,
-      { details: { index: badIndex.name } },
-    );
-  }
+  refuseDamagedIndex(ctx);
   const liveMaps = new Set<string>();
   const live = new Set<string>();
   for (const p of points) {
@@ -201,6 +196,18 @@ export async function runPrune(
     mapsDeleted,
     packsAdopted,
   };
+}
+
+/** Pruning with part of the index unreadable could delete live blobs: `IVMR_FORMAT` instead. */
+function refuseDamagedIndex(ctx: RepoContext): void {
+  const badIndex = ctx.damaged.find((d) => d.kind === 'index');
+  if (badIndex) {
+    throw new IvmrError(
+      ErrorCode.FORMAT,
+      `cannot prune: index ${badIndex.name} is damaged (${badIndex.message}); run 'ivmr repair' first`,
+      { details: { index: badIndex.name } },
+    );
+  }
 }
 
 /** Reads the blob entries from a pack's trailer (two small ranged reads). */

@@ -84,11 +84,12 @@ export class PackWriter {
     const bytes = Buffer.concat([...this.#chunks, trailer]);
     const pack = this.#pack!;
     const blobs = this.#entries;
+    // Until the put succeeds the pack stays current, so a failed backup knows to forget its blobs.
+    await this.#store.put('pack', pack, bytes);
     this.#chunks = [];
     this.#entries = [];
     this.#bytes = 0;
     this.#pack = null;
-    await this.#store.put('pack', pack, bytes);
     return { pack, size: bytes.length, blobs };
   }
 }

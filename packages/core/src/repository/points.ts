@@ -63,6 +63,8 @@ export interface PointDisk {
   readonly blockSize: number;
   /** Name of this point's block map object for the disk. */
   readonly map: string;
+  /** Bytes in the blocks that are not all zeros at this point (what a thin copy allocates). */
+  readonly allocatedBytes: number;
   readonly stats: DiskBackupStats;
 }
 
@@ -182,6 +184,7 @@ export function parsePoint(bytes: Uint8Array, name: string): RestorePointInfo {
         Number.isSafeInteger(d.size) &&
         d.size >= 0 &&
         Number.isInteger(d.blockSize) &&
+        Number.isSafeInteger(d.allocatedBytes) &&
         typeof d.map === 'string',
     );
   if (!ok) throw formatError(what, 'missing or invalid fields');

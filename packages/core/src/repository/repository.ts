@@ -13,7 +13,14 @@ import {
 } from './config.js';
 import { RepoContext } from './context.js';
 import { RestoreDisk } from './disk-source.js';
-import { type ForgetOptions, type ForgetReport, readPackHeader, runForget } from './forget.js';
+import {
+  type ForgetOptions,
+  type ForgetReport,
+  type PruneReport,
+  readPackHeader,
+  runForget,
+  runPrune,
+} from './forget.js';
 import { acquireLock, type HeldLock } from './lock.js';
 import { checkVmName, type PointDisk, type RestorePointInfo } from './points.js';
 import { runVerify, type VerifyOptions, type VerifyReport } from './verify.js';
@@ -45,6 +52,8 @@ export class Repository {
   readonly config: RepositoryConfig;
   #ctx: RepoContext;
   readonly #options: RepositoryOpenOptions;
+  /** Restore points opened through this object and not closed: prune waits for them. */
+  #openPoints = 0;
   #closed = false;
 
   private constructor(ctx: RepoContext, options: RepositoryOpenOptions) {
@@ -121,6 +130,16 @@ export class Repository {
     if (id === undefined) return points.at(-1)!;
     const hits = points.filter((p) => p.id.startsWith(id.toLowerCase()));
     if (hits.length === 0 || id.length === 0) {
+      const damaged = this.#ctx.damaged.find(
+        (d) => d.kind === 'point' && d.name === id.toLowerCase(),
+      );
+      if (damaged) {
+        throw new IvmrError(
+          ErrorCode.FORMAT,
+          `restore point ${id} is unreadable: ${damaged.message}`,
+          { details: { vm, point: id } },
+        );
+      }
       throw new IvmrError(ErrorCode.NOT_FOUND, `VM ${vm} has no restore point ${id}`, {
         details: { vm, point: id },
       });
@@ -157,7 +176,17 @@ export class Repository {
           }),
         );
       }
-      return new RestorePoint(info, disks, lock);
+      this.#openPoints++;
+      let closed = false;
+      return new RestorePoint(info, disks, {
+        release: async () => {
+          if (!closed) {
+            closed = true;
+            this.#openPoints--;
+          }
+          await lock.release();
+        },
+      });
     } catch (err) {
       await lock.release();
       throw err;
@@ -173,9 +202,32 @@ export class Repository {
     return this.#exclusive(`backup ${options.vm}`, (ctx) => runBackup(ctx, options));
   }
 
-  /** Removes old points of a VM and (by default) prunes what nothing needs any more. */
+  /**
+   * Removes old points of a VM and (by default) prunes what nothing needs any more. While
+   * restore points opened through this object are open, pruning is skipped (their blobs may be
+   * in packs a prune rewrites) and `prune` in the report is null: call {@link prune} later.
+   */
   async forget(options: ForgetOptions): Promise<ForgetReport> {
-    const report = await this.#exclusive(`forget ${options.vm}`, (ctx) => runForget(ctx, options));
+    const prune = options.prune !== false && this.#openPoints === 0;
+    const report = await this.#exclusive(`forget ${options.vm}`, (ctx) =>
+      runForget(ctx, { ...options, prune }),
+    );
+    await this.#reload();
+    return report;
+  }
+
+  /**
+   * Deletes blobs, packs and maps no restore point needs (what `forget` does after removing
+   * points). Rejects with `IVMR_LOCKED` while restore points opened through this object are open.
+   */
+  async prune(): Promise<PruneReport> {
+    if (this.#openPoints > 0) {
+      throw new IvmrError(
+        ErrorCode.LOCKED,
+        `cannot prune ${this.store.location}: ${this.#openPoints} restore point(s) are open in this process`,
+      );
+    }
+    const report = await this.#exclusive('prune', async (ctx) => runPrune(ctx, await ctx.points()));
     await this.#reload();
     return report;
   }

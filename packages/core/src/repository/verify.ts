@@ -58,7 +58,6 @@ export interface VerifyReport {
 export async function runVerify(ctx: RepoContext, options: VerifyOptions): Promise<VerifyReport> {
   const damagedObjects: DamagedObject[] = [];
   const all = await ctx.points();
-  damagedObjects.push(...ctx.damaged);
   const byId = new Map(all.map((p) => [p.id, p]));
   const selected = all.filter(
     (p) =>
@@ -83,6 +82,9 @@ export async function runVerify(ctx: RepoContext, options: VerifyOptions): Promi
       }
     }
   }
+
+  // After resolving: loading the points' maps records the damaged ones.
+  damagedObjects.push(...ctx.damaged);
 
   // Slots to check, grouped by pack.
   const byPack = new Map<string, number[]>();

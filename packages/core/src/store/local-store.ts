@@ -138,12 +138,13 @@ export class LocalStore implements StoreAdapter {
     if (entry.evicted && entry.users === 0) closeQuietly(entry);
   }
 
-  #evict(path: string, only?: HandleEntry): void {
+  /** Drops a handle from the cache; returns the closing of it unless a reader still uses it. */
+  #evict(path: string, only?: HandleEntry): Promise<void> | undefined {
     const entry = this.#handles.get(path);
-    if (!entry || (only && entry !== only)) return;
+    if (!entry || (only && entry !== only)) return undefined;
     this.#handles.delete(path);
     entry.evicted = true;
-    if (entry.users === 0) closeQuietly(entry);
+    return entry.users === 0 ? closeQuietly(entry) : undefined;
   }
 
   async put(kind: ObjectKind, name: string, data: Uint8Array): Promise<void> {
@@ -207,13 +208,15 @@ export class LocalStore implements StoreAdapter {
       await rm(path, { force: true });
       await syncDir(join(path, '..'));
     } catch (err) {
+      // A pack shard directory that was never made holds nothing to delete.
+      if ((err as { code?: string }).code === 'ENOENT') return;
       throw fromSystemError(err, `deleting ${kind} ${name} in ${this.location}`, { kind, name });
     }
   }
 
   async close(): Promise<void> {
     this.#closed = true;
-    for (const path of [...this.#handles.keys()]) this.#evict(path);
+    await Promise.all([...this.#handles.keys()].map((path) => this.#evict(path)));
   }
 
   #checkOpen(): void {
@@ -227,8 +230,8 @@ interface HandleEntry {
   evicted: boolean;
 }
 
-function closeQuietly(entry: HandleEntry): void {
-  entry.fh.then((h) => h.close()).catch(() => {});
+function closeQuietly(entry: HandleEntry): Promise<void> {
+  return entry.fh.then((h) => h.close()).catch(() => {});
 }
 
 async function readdirOrEmpty(dir: string): Promise<string[]> {

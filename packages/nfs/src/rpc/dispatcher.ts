@@ -1,0 +1,292 @@
+import { NfsErrorCode } from '../errors.js';
+import { XdrReader } from '../xdr/reader.js';
+import { XdrWriter } from '../xdr/writer.js';
+import {
+  AcceptStat,
+  AuthFlavor,
+  type AuthStat,
+  type AuthSys,
+  readAuthSys,
+  readCallHeader,
+  writeAcceptedHeader,
+  writeDenied,
+} from './message.js';
+
+/** The peer of a connection. */
+export interface RemoteInfo {
+  readonly address: string;
+  readonly port: number;
+  readonly family: string;
+  /**
+   * The server address the peer connected to (a listener on `0.0.0.0` or `::` has several);
+   * the portmapper answers with it.
+   */
+  readonly localAddress?: string;
+}
+
+/** One decoded RPC call, as procedures see it. */
+export interface RpcCall {
+  readonly xid: number;
+  readonly prog: number;
+  readonly vers: number;
+  readonly proc: number;
+  /** `AUTH_NONE` (0) or `AUTH_SYS` (1); other flavors are rejected before a procedure runs. */
+  readonly authFlavor: number;
+  /** AUTH_SYS credentials when `authFlavor` is AUTH_SYS. */
+  readonly authSys: AuthSys | undefined;
+  readonly remote: RemoteInfo;
+}
+
+/**
+ * Encodes a procedure's result body (everything after `accept_stat`). It may return bytes to send
+ * after the body as they are (the data of a READ, padded by the transport): they are not copied
+ * into the reply buffer, and must stay unchanged until the reply is written.
+ */
+export type ReplyEncoder = (w: XdrWriter) => Uint8Array | undefined;
+
+/**
+ * A procedure: decodes its arguments from `args` synchronously (an `IVMR_XDR` error there
+ * becomes GARBAGE_ARGS), does its work, and returns the encoder of its result.
+ */
+export type ProcedureHandler = (
+  call: RpcCall,
+  args: XdrReader,
+) => ReplyEncoder | Promise<ReplyEncoder>;
+
+/** An RPC program served by a {@link Dispatcher}. */
+export interface RpcProgram {
+  readonly prog: number;
+  /** Procedures by version, indexed by procedure number. */
+  readonly versions: ReadonlyMap<number, readonly (ProcedureHandler | undefined)[]>;
+  /** True for procedures that are not idempotent (their replies are replayed for retransmissions). */
+  readonly nonIdempotent?: (vers: number, proc: number) => boolean;
+  /** Checks the credentials; returns an `auth_stat` other than AUTH_OK to deny the call. */
+  readonly authorize?: (call: RpcCall) => number;
+}
+
+/** Thrown by a procedure to answer with an `accept_stat` other than SUCCESS. */
+export class RpcAcceptError extends Error {
+  constructor(readonly stat: (typeof AcceptStat)[keyof typeof AcceptStat]) {
+    super(`rpc accept_stat ${stat}`);
+  }
+}
+
+/** Thrown by a procedure to deny a call with an `auth_stat`. */
+export class RpcAuthError extends Error {
+  constructor(readonly stat: (typeof AuthStat)[keyof typeof AuthStat]) {
+    super(`rpc auth_stat ${stat}`);
+  }
+}
+
+/** A reply ready to be framed and written; `write` may be called once. */
+export interface PendingReply {
+  readonly xid: number;
+  write(w: XdrWriter): Uint8Array | undefined;
+}
+
+/** What the dispatcher tells its observer about each call (only when one is set). */
+export interface CallEvent {
+  readonly prog: number;
+  readonly vers: number;
+  readonly proc: number;
+  /** `accept_stat`, or -1 for a denied call. */
+  readonly acceptStat: number;
+  readonly durationMs: number;
+  readonly remote: RemoteInfo;
+  /** True when the reply was replayed from the duplicate request cache. */
+  readonly replayed: boolean;
+}
+
+/** Options of a {@link Dispatcher}. */
+export interface DispatcherOptions {
+  /** Entries of the duplicate request cache (default 1024). */
+  drcEntries?: number;
+  /** How long a cached reply may be replayed (default 120 s). */
+  drcTtlMs?: number;
+  /** Observer of every call; costs nothing when unset. */
+  onCall?: (event: CallEvent) => void;
+  /** Called with errors procedures throw unexpectedly (they are answered SYSTEM_ERR). */
+  onError?: (error: unknown, call: RpcCall) => void;
+}
+
+interface DrcEntry {
+  readonly done: Promise<Buffer>;
+  readonly at: number;
+}
+
+/**
+ * Routes decoded RPC calls to programs and builds accepted or denied replies (RFC 5531):
+ * PROG_UNAVAIL, PROG_MISMATCH (with the range of versions served), PROC_UNAVAIL, GARBAGE_ARGS,
+ * SYSTEM_ERR, RPC_MISMATCH and AUTH errors. Keeps a duplicate request cache for non-idempotent
+ * procedures: a retransmitted call (same client address, xid, program, version and procedure)
+ * gets the first reply again and is not executed twice.
+ */
+export class Dispatcher {
+  readonly #programs = new Map<number, RpcProgram>();
+  readonly #drc = new Map<string, DrcEntry>();
+  readonly #drcEntries: number;
+  readonly #drcTtl: number;
+  readonly #onCall: DispatcherOptions['onCall'];
+  readonly #onError: DispatcherOptions['onError'];
+
+  constructor(options: DispatcherOptions = {}) {
+    this.#drcEntries = options.drcEntries ?? 1024;
+    this.#drcTtl = options.drcTtlMs ?? 120_000;
+    this.#onCall = options.onCall;
+    this.#onError = options.onError;
+  }
+
+  /** Adds (or replaces) a program. */
+  register(program: RpcProgram): void {
+    this.#programs.set(program.prog, program);
+  }
+
+  /**
+   * Handles one RPC record. Resolves to the reply, or to null when no reply must be sent (not a
+   * CALL message). Throws `IVMR_XDR` when not even the call header can be decoded: the caller
+   * should close such a connection.
+   */
+  async dispatch(record: Buffer, remote: RemoteInfo): Promise<PendingReply | null> {
+    const r = new XdrReader(record);
+    const header = readCallHeader(r);
+    if (header === null) return null;
+    const started = this.#onCall ? performance.now() : 0;
+    const { xid } = header;
+    const event = (acceptStat: number, replayed = false) => {
+      this.#onCall?.({
+        prog: header.prog,
+        vers: header.vers,
+        proc: header.proc,
+        acceptStat,
+        durationMs: performance.now() - started,
+        remote,
+        replayed,
+      });
+    };
+    const accepted = (stat: number, body?: (w: XdrWriter) => void): PendingReply => {
+      if (this.#onCall) event(stat);
+      return {
+        xid,
+        write(w) {
+          writeAcceptedHeader(w, xid, stat);
+          body?.(w);
+          return undefined;
+        },
+      };
+    };
+    const denied = (reject: { rpcMismatch: true } | { authStat: number }): PendingReply => {
+      if (this.#onCall) event(-1);
+      return {
+        xid,
+        write(w) {
+          writeDenied(w, xid, reject);
+          return undefined;
+        },
+      };
+    };
+
+    if (header.rpcvers !== 2) return denied({ rpcMismatch: true });
+    let authSys: AuthSys | undefined;
+    if (header.credFlavor === AuthFlavor.AUTH_SYS) {
+      try {
+        authSys = readAuthSys(new XdrReader(header.credBody));
+      } catch {
+        return denied({ authStat: 1 /* AUTH_BADCRED */ });
+      }
+    } else if (header.credFlavor !== AuthFlavor.AUTH_NONE) {
+      return denied({ authStat: 2 /* AUTH_REJECTEDCRED */ });
+    }
+    const program = this.#programs.get(header.prog);
+    if (!program) return accepted(AcceptStat.PROG_UNAVAIL);
+    const procs = program.versions.get(header.vers);
+    if (!procs) {
+      const vs = [...program.versions.keys()];
+      const low = Math.min(...vs);
+      const high = Math.max(...vs);
+      return accepted(AcceptStat.PROG_MISMATCH, (w) => w.u32(low).u32(high));
+    }
+    const handler = procs[header.proc];
+    if (!handler) return accepted(AcceptStat.PROC_UNAVAIL);
+    const call: RpcCall = {
+      xid,
+      prog: header.prog,
+      vers: header.vers,
+      proc: header.proc,
+      authFlavor: header.credFlavor,
+      authSys,
+      remote,
+    };
+    if (program.authorize) {
+      const stat = program.authorize(call);
+      if (stat !== 0) return denied({ authStat: stat });
+    }
+
+    const cacheable = program.nonIdempotent?.(header.vers, header.proc) === true;
+    const key = cacheable
+      ? `${remote.address}|${xid}|${header.prog}|${header.vers}|${header.proc}`
+      : '';
+    if (cacheable) {
+      const hit = this.#drc.get(key);
+      if (hit && performance.now() - hit.at < this.#drcTtl) {
+        const bytes = await hit.done;
+        if (this.#onCall) event(AcceptStat.SUCCESS, true);
+        return {
+          xid,
+          write(w) {
+            w.fixed(bytes);
+            return undefined;
+          },
+        };
+      }
+    }
+
+    const run = async (): Promise<PendingReply> => {
+      let encoder: ReplyEncoder;
+      try {
+        encoder = await handler(call, r);
+      } catch (err) {
+        if (err instanceof RpcAcceptError) return accepted(err.stat);
+        if (err instanceof RpcAuthError) return denied({ authStat: err.stat });
+        if ((err as { code?: string })?.code === NfsErrorCode.XDR)
+          return accepted(AcceptStat.GARBAGE_ARGS);
+        this.#onError?.(err, call);
+        return accepted(AcceptStat.SYSTEM_ERR);
+      }
+      if (this.#onCall) event(AcceptStat.SUCCESS);
+      return {
+        xid,
+        write(w) {
+          writeAcceptedHeader(w, xid, AcceptStat.SUCCESS);
+          return encoder(w);
+        },
+      };
+    };
+    if (!cacheable) return run();
+
+    // Encode at once into a private buffer: the cache needs the bytes, and a retransmission
+    // must get them even if the first reply's connection is gone.
+    const done = run().then((reply) => {
+      const w = new XdrWriter(512);
+      const tail = reply.write(w);
+      return tail ? Buffer.concat([w.view(), tail]) : Buffer.from(w.view());
+    });
+    this.#remember(key, { done, at: performance.now() });
+    done.catch(() => this.#drc.delete(key));
+    const bytes = await done;
+    return {
+      xid,
+      write(w) {
+        w.fixed(bytes);
+        return undefined;
+      },
+    };
+  }
+
+  #remember(key: string, entry: DrcEntry): void {
+    this.#drc.delete(key);
+    this.#drc.set(key, entry);
+    while (this.#drc.size > this.#drcEntries) {
+      this.#drc.delete(this.#drc.keys().next().value as string);
+    }
+  }
+}
