@@ -15,7 +15,10 @@ describe('forget while restore points are open in the same process', () => {
     const v2 = v1.slice();
     v2.set(new Prng(2).fill(new Uint8Array(10 * BS)), 5 * BS);
     await repo.backup({ vm: 'vm', disks: [{ name: 'd', source: new MemoryBlockSource(v1) }] });
-    const p2 = await repo.backup({ vm: 'vm', disks: [{ name: 'd', source: new MemoryBlockSource(v2) }] });
+    const p2 = await repo.backup({
+      vm: 'vm',
+      disks: [{ name: 'd', source: new MemoryBlockSource(v2) }],
+    });
 
     const open = await repo.openPoint('vm', p2.id);
     const report = await repo.forget({ vm: 'vm', keepLast: 1 });
@@ -28,7 +31,9 @@ describe('forget while restore points are open in the same process', () => {
     const pruned = await repo.prune();
     expect(pruned.blobsRemoved).toBe(10);
     const again = await repo.openPoint('vm', p2.id);
-    expect(Buffer.from(await again.disk('d').read(0, v2.length)).equals(Buffer.from(v2))).toBe(true);
+    expect(Buffer.from(await again.disk('d').read(0, v2.length)).equals(Buffer.from(v2))).toBe(
+      true,
+    );
     expect(again.disks[0]!.allocatedBytes).toBe(v2.length);
     await again.close();
     expect((await repo.verify()).ok).toBe(true);
