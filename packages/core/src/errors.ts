@@ -23,6 +23,10 @@ export const ErrorCode = {
   IO: 'IVMR_IO',
   /** The object was closed before or during the call. */
   CLOSED: 'IVMR_CLOSED',
+  /** The caller aborted the operation (AbortSignal); `cause` holds the signal's reason. */
+  ABORTED: 'IVMR_ABORTED',
+  /** No space left on the device or in the store; the write was not acknowledged. */
+  NO_SPACE: 'IVMR_NOSPC',
 } as const;
 
 /** One of the stable codes in {@link ErrorCode}. */
@@ -76,6 +80,9 @@ export function fromSystemError(
   const sysCode = (err as { code?: unknown })?.code;
   if (sysCode === 'ENOENT') {
     return new IvmrError(ErrorCode.NOT_FOUND, `${what}: not found`, { cause: err, details });
+  }
+  if (sysCode === 'ENOSPC' || sysCode === 'EDQUOT') {
+    return new IvmrError(ErrorCode.NO_SPACE, `${what}: no space left`, { cause: err, details });
   }
   if (sysCode === 'EEXIST') {
     return new IvmrError(ErrorCode.EXISTS, `${what}: already exists`, { cause: err, details });

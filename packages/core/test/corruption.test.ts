@@ -470,7 +470,7 @@ describe('a backup that fails part-way', () => {
             if (++blocks === abortAfter) controller.abort();
           },
         }),
-      ).rejects.toMatchObject({ code: ErrorCode.CLOSED });
+      ).rejects.toMatchObject({ code: ErrorCode.ABORTED });
       expect((await repo.listPoints('vm1')).map((p) => p.id)).toEqual(points.map(([p]) => p.id));
     }
     const pc = await backup(repo, c);

@@ -49,10 +49,12 @@ describe('IvmrError', () => {
       UNSUPPORTED: 'IVMR_UNSUPPORTED',
       IO: 'IVMR_IO',
       CLOSED: 'IVMR_CLOSED',
+      ABORTED: 'IVMR_ABORTED',
+      NO_SPACE: 'IVMR_NOSPC',
     });
   });
 
-  it('system errors map to NOT_FOUND, EXISTS or IO, keeping the original as cause', () => {
+  it('system errors map to NOT_FOUND, EXISTS, NO_SPACE or IO, keeping the original as cause', () => {
     const sys = (code: string) => Object.assign(new Error(code), { code });
     const enoent = sys('ENOENT');
     expect(fromSystemError(enoent, 'file f', { path: 'f' })).toMatchObject({
@@ -61,6 +63,7 @@ describe('IvmrError', () => {
       details: { path: 'f' },
     });
     expect(fromSystemError(sys('EEXIST'), 'file f')).toMatchObject({ code: ErrorCode.EXISTS });
+    expect(fromSystemError(sys('ENOSPC'), 'file f')).toMatchObject({ code: ErrorCode.NO_SPACE });
     expect(fromSystemError(sys('EACCES'), 'file f')).toMatchObject({
       code: ErrorCode.IO,
       details: { sysCode: 'EACCES' },

@@ -1,3 +1,4 @@
+import { isValidObjectName } from '../store/adapter.js';
 import { BinaryReader, BinaryWriter, formatError } from './binary.js';
 import { metaChecksum } from './codec.js';
 import { type BlobEntry, readBlobEntries, writeBlobEntries } from './pack.js';
@@ -39,6 +40,8 @@ export function decodeIndex(bytes: Uint8Array, what: string): IndexedPack[] {
   const packs: IndexedPack[] = [];
   for (let i = 0; i < n; i++) {
     const pack = r.str('pack name');
+    if (!isValidObjectName(pack))
+      throw formatError(what, `invalid pack name ${JSON.stringify(pack)}`);
     const size = r.u64('pack size');
     packs.push({ pack, size, blobs: readBlobEntries(r, size) });
   }

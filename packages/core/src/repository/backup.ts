@@ -144,7 +144,11 @@ export async function runBackup(
       const buf = new Uint8Array(blockSize);
 
       for (let b = 0; b < blockCount; b++) {
-        if (options.signal?.aborted) throw new IvmrError(ErrorCode.CLOSED, 'backup aborted');
+        if (options.signal?.aborted) {
+          throw new IvmrError(ErrorCode.ABORTED, 'backup aborted', {
+            cause: options.signal.reason,
+          });
+        }
         const start = b * blockSize;
         const len = Math.min(blockSize, size - start);
         const parentEntry = base && b < base.slots.length ? base.slots[b]! : 0;

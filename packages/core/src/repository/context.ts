@@ -51,6 +51,7 @@ export class RepoContext {
   async loadIndex(): Promise<void> {
     for await (const { name } of this.store.list('index')) {
       if (this.indexObjects.has(name)) continue;
+      if (this.damaged.some((d) => d.kind === 'index' && d.name === name)) continue;
       try {
         const packs = decodeIndex(await this.store.get('index', name), `index ${name}`);
         this.indexObjects.set(name, packs);
