@@ -4,7 +4,7 @@
 export const ENTRYPOINTS = {
   core: { '.': 'src/index.ts', './testing': 'src/testing/index.ts' },
   cli: { '.': 'src/index.ts', './cli': 'src/cli.ts' },
-  nfs: { '.': 'src/index.ts' },
+  nfs: { '.': 'src/index.ts', './testing': 'src/testing/index.ts' },
 };
 
 /** tsup `entry` object for a package: output name -> source file. */

@@ -137,7 +137,8 @@ export interface NfsFileSystem {
    * Writes `data` at `offset`, extending the file when needed. With `file_sync` or `data_sync`
    * the data (and for `file_sync` the metadata) must be durable before the promise resolves;
    * with `unstable` it may stay in memory until {@link commit}. Returns how the data was
-   * committed (at least as stable as asked is always allowed).
+   * committed (at least as stable as asked is always allowed). `data` is a view of the server's
+   * receive buffer, valid only until the promise settles: copy whatever is kept beyond that.
    */
   write?(
     id: bigint,

@@ -4,6 +4,7 @@ import { NfsError, NfsErrorCode } from './errors.js';
 import { buildExports, type ExportOptions } from './exports.js';
 import { HandleCodec } from './handles.js';
 import { createMountProgram, MOUNT_PROGRAM } from './mount/mount-program.js';
+import { Nfs3Proc } from './nfs3/constants.js';
 import { createNfs3Program, NFS_PROGRAM } from './nfs3/nfs3-program.js';
 import { createPortmapProgram, PMAP_PROGRAM, PortmapRegistry } from './portmap/portmap-program.js';
 import { type RpcbindRegistration, registerWithRpcbind } from './portmap/rpcbind-client.js';
@@ -45,7 +46,10 @@ export interface NfsServerOptions {
   readonly wtmax?: number;
   /** Calls in flight per connection (default 64). */
   readonly maxInFlight?: number;
-  /** Observer of every RPC call (procedure, status, latency); costs nothing when unset. */
+  /**
+   * Observer of every RPC call: program, procedure, RPC and NFS status, latency, bytes in and
+   * out. Costs nothing when unset.
+   */
   readonly onCall?: (event: CallEvent) => void;
   /** Unexpected errors: adapter failures answered NFS3ERR_IO, closed connections. */
   readonly onError?: (error: unknown, call?: RpcCall) => void;
@@ -101,7 +105,11 @@ export class NfsServer {
       reportError,
     };
     this.#dispatcher = new Dispatcher({ onCall: options.onCall, onError: reportError });
-    this.#dispatcher.register(createNfs3Program(this.#state));
+    // Every NFSv3 result but NULL's starts with its nfsstat3 (RFC 1813): call events report it.
+    this.#dispatcher.register({
+      ...createNfs3Program(this.#state),
+      resultStatus: (_vers, proc) => proc !== Nfs3Proc.NULL,
+    });
     this.#dispatcher.register(createMountProgram(this.#state));
   }
 

@@ -6,6 +6,8 @@ import {
   AuthFlavor,
   type AuthStat,
   type AuthSys,
+  type CallHeader,
+  MSG_ACCEPTED,
   readAuthSys,
   readCallHeader,
   writeAcceptedHeader,
@@ -62,6 +64,11 @@ export interface RpcProgram {
   readonly nonIdempotent?: (vers: number, proc: number) => boolean;
   /** Checks the credentials; returns an `auth_stat` other than AUTH_OK to deny the call. */
   readonly authorize?: (call: RpcCall) => number;
+  /**
+   * True for procedures whose result starts with a status word (`nfsstat3`, `mountstat3`): call
+   * events report it.
+   */
+  readonly resultStatus?: (vers: number, proc: number) => boolean;
 }
 
 /** Thrown by a procedure to answer with an `accept_stat` other than SUCCESS. */
@@ -84,14 +91,27 @@ export interface PendingReply {
   write(w: XdrWriter): Uint8Array | undefined;
 }
 
-/** What the dispatcher tells its observer about each call (only when one is set). */
+/**
+ * What the dispatcher tells its observer about each call (only when one is set), when the reply
+ * is encoded for sending: a call whose connection closed before its reply is not reported.
+ */
 export interface CallEvent {
   readonly prog: number;
   readonly vers: number;
   readonly proc: number;
   /** `accept_stat`, or -1 for a denied call. */
   readonly acceptStat: number;
+  /**
+   * The status that starts the result (the `nfsstat3` of every NFSv3 procedure but NULL), for
+   * accepted calls of procedures whose program declares one; undefined otherwise.
+   */
+  readonly status: number | undefined;
+  /** From the call's arrival to its reply being encoded. */
   readonly durationMs: number;
+  /** Size of the call message (the RPC record, record marks excluded). */
+  readonly bytesIn: number;
+  /** Size of the reply message, the data of a READ included (record mark excluded). */
+  readonly bytesOut: number;
   readonly remote: RemoteInfo;
   /** True when the reply was replayed from the duplicate request cache. */
   readonly replayed: boolean;
@@ -150,40 +170,33 @@ export class Dispatcher {
     const r = new XdrReader(record);
     const header = readCallHeader(r);
     if (header === null) return null;
-    const started = this.#onCall ? performance.now() : 0;
+    if (this.#onCall === undefined) return this.#route(header, r, remote);
+    const started = performance.now();
+    const reply = await this.#route(header, r, remote);
+    return this.#observed(reply, header, remote, record.length, started, this.#onCall);
+  }
+
+  #route(
+    header: CallHeader,
+    r: XdrReader,
+    remote: RemoteInfo,
+  ): PendingReply | Promise<PendingReply> {
     const { xid } = header;
-    const event = (acceptStat: number, replayed = false) => {
-      this.#onCall?.({
-        prog: header.prog,
-        vers: header.vers,
-        proc: header.proc,
-        acceptStat,
-        durationMs: performance.now() - started,
-        remote,
-        replayed,
-      });
-    };
-    const accepted = (stat: number, body?: (w: XdrWriter) => void): PendingReply => {
-      if (this.#onCall) event(stat);
-      return {
-        xid,
-        write(w) {
-          writeAcceptedHeader(w, xid, stat);
-          body?.(w);
-          return undefined;
-        },
-      };
-    };
-    const denied = (reject: { rpcMismatch: true } | { authStat: number }): PendingReply => {
-      if (this.#onCall) event(-1);
-      return {
-        xid,
-        write(w) {
-          writeDenied(w, xid, reject);
-          return undefined;
-        },
-      };
-    };
+    const accepted = (stat: number, body?: (w: XdrWriter) => void): PendingReply => ({
+      xid,
+      write(w) {
+        writeAcceptedHeader(w, xid, stat);
+        body?.(w);
+        return undefined;
+      },
+    });
+    const denied = (reject: { rpcMismatch: true } | { authStat: number }): PendingReply => ({
+      xid,
+      write(w) {
+        writeDenied(w, xid, reject);
+        return undefined;
+      },
+    });
 
     if (header.rpcvers !== 2) return denied({ rpcMismatch: true });
     let authSys: AuthSys | undefined;
@@ -221,25 +234,6 @@ export class Dispatcher {
       if (stat !== 0) return denied({ authStat: stat });
     }
 
-    const cacheable = program.nonIdempotent?.(header.vers, header.proc) === true;
-    const key = cacheable
-      ? `${remote.address}|${xid}|${header.prog}|${header.vers}|${header.proc}`
-      : '';
-    if (cacheable) {
-      const hit = this.#drc.get(key);
-      if (hit && performance.now() - hit.at < this.#drcTtl) {
-        const bytes = await hit.done;
-        if (this.#onCall) event(AcceptStat.SUCCESS, true);
-        return {
-          xid,
-          write(w) {
-            w.fixed(bytes);
-            return undefined;
-          },
-        };
-      }
-    }
-
     const run = async (): Promise<PendingReply> => {
       let encoder: ReplyEncoder;
       try {
@@ -252,7 +246,6 @@ export class Dispatcher {
         this.#onError?.(err, call);
         return accepted(AcceptStat.SYSTEM_ERR);
       }
-      if (this.#onCall) event(AcceptStat.SUCCESS);
       return {
         xid,
         write(w) {
@@ -261,10 +254,24 @@ export class Dispatcher {
         },
       };
     };
-    if (!cacheable) return run();
+    if (program.nonIdempotent?.(header.vers, header.proc) !== true) return run();
+    return this.#cached(
+      `${remote.address}|${xid}|${header.prog}|${header.vers}|${header.proc}`,
+      xid,
+      run,
+    );
+  }
 
-    // Encode at once into a private buffer: the cache needs the bytes, and a retransmission
-    // must get them even if the first reply's connection is gone.
+  /**
+   * Runs a non-idempotent call once per key: a retransmission gets the first reply's bytes.
+   * They are encoded at once into a private buffer: the cache needs them, and a retransmission
+   * must get them even if the first reply's connection is gone.
+   */
+  async #cached(key: string, xid: number, run: () => Promise<PendingReply>): Promise<PendingReply> {
+    const hit = this.#drc.get(key);
+    if (hit && performance.now() - hit.at < this.#drcTtl) {
+      return new CachedReply(xid, await hit.done, true);
+    }
     const done = run().then((reply) => {
       const w = new XdrWriter(512);
       const tail = reply.write(w);
@@ -272,12 +279,46 @@ export class Dispatcher {
     });
     this.#remember(key, { done, at: performance.now() });
     done.catch(() => this.#drc.delete(key));
-    const bytes = await done;
+    return new CachedReply(xid, await done, false);
+  }
+
+  /** `reply`, reporting the call to `onCall` when the transport encodes it. */
+  #observed(
+    reply: PendingReply,
+    header: CallHeader,
+    remote: RemoteInfo,
+    bytesIn: number,
+    started: number,
+    onCall: (event: CallEvent) => void,
+  ): PendingReply {
+    const withStatus =
+      this.#programs.get(header.prog)?.resultStatus?.(header.vers, header.proc) === true;
     return {
-      xid,
+      xid: reply.xid,
       write(w) {
-        w.fixed(bytes);
-        return undefined;
+        const at = w.pos;
+        const tail = reply.write(w);
+        // The reply's own header says how it went: rpc_msg is xid, REPLY, reply_stat, then for
+        // MSG_ACCEPTED the verifier (AUTH_NONE, empty) and accept_stat (RFC 5531 §9).
+        const msg = w.view().subarray(at);
+        const acceptStat = msg.readUInt32BE(8) === MSG_ACCEPTED ? msg.readUInt32BE(20) : -1;
+        const tailLength = tail ? tail.length + ((4 - (tail.length % 4)) % 4) : 0;
+        onCall({
+          prog: header.prog,
+          vers: header.vers,
+          proc: header.proc,
+          acceptStat,
+          status:
+            withStatus && acceptStat === AcceptStat.SUCCESS && msg.length >= 28
+              ? msg.readUInt32BE(24)
+              : undefined,
+          durationMs: performance.now() - started,
+          bytesIn,
+          bytesOut: msg.length + tailLength,
+          remote,
+          replayed: reply instanceof CachedReply && reply.replayed,
+        });
+        return tail;
       },
     };
   }
@@ -288,5 +329,20 @@ export class Dispatcher {
     while (this.#drc.size > this.#drcEntries) {
       this.#drc.delete(this.#drc.keys().next().value as string);
     }
+  }
+}
+
+/** A reply encoded earlier, kept by the duplicate request cache. */
+class CachedReply implements PendingReply {
+  constructor(
+    readonly xid: number,
+    readonly bytes: Buffer,
+    /** True for a retransmission answered from the cache. */
+    readonly replayed: boolean,
+  ) {}
+
+  write(w: XdrWriter): undefined {
+    w.fixed(this.bytes);
+    return undefined;
   }
 }
