@@ -11,6 +11,9 @@ export default defineConfig({
     alias: {
       '@ivmr/core': src('core'),
       '@ivmr/nfs': src('nfs'),
+      '@ivmr/vmdk': src('vmdk'),
+      '@ivmr/cache': src('cache'),
+      '@ivmr/recovery': src('recovery'),
     },
   },
   test: {

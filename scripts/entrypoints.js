@@ -5,6 +5,9 @@ export const ENTRYPOINTS = {
   core: { '.': 'src/index.ts', './testing': 'src/testing/index.ts' },
   cli: { '.': 'src/index.ts', './cli': 'src/cli.ts' },
   nfs: { '.': 'src/index.ts', './testing': 'src/testing/index.ts' },
+  vmdk: { '.': 'src/index.ts' },
+  cache: { '.': 'src/index.ts' },
+  recovery: { '.': 'src/index.ts' },
 };
 
 /** tsup `entry` object for a package: output name -> source file. */

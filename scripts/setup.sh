@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 
 PNPM_VERSION=10.34.8
 export PNPM="npx -y pnpm@${PNPM_VERSION}"
+# Daemons and mkfs live in sbin, which a non-root PATH may lack.
+export PATH="$PATH:/usr/sbin:/sbin"
 
 # command -> Debian package that provides it
 declare -A NEEDED=(
@@ -15,6 +17,8 @@ declare -A NEEDED=(
   [nfs-ls]=libnfs-utils
   [rpcbind]=rpcbind
   [rpcinfo]=rpcbind
+  [mkfs.ext4]=e2fsprogs
+  [debugfs]=e2fsprogs
 )
 # file -> Debian package that provides it (qemu's nfs:// driver is a module, not a command)
 declare -A NEEDED_FILES=(

@@ -5,6 +5,7 @@ import { defineForget, type ForgetFlags, runForget } from './commands/forget.js'
 import { defineList, type ListFlags, runList } from './commands/list.js';
 import { defineRepair, type RepairFlags, runRepair } from './commands/repair.js';
 import { defineRestore, type RestoreFlags, runRestore } from './commands/restore.js';
+import { defineServe, runServe, type ServeFlags } from './commands/serve.js';
 import { defineVerify, runVerify, type VerifyFlags } from './commands/verify.js';
 import { type CliIo, ExitCode, processIo, reportError } from './io.js';
 
@@ -37,7 +38,8 @@ export async function main(argv: readonly string[], io: CliIo = processIo()): Pr
 function createProgram(io: CliIo, exit: (code: number) => void): Command {
   const program = new Command('ivmr')
     .description(
-      'Back up, list, restore, verify and forget VM restore points in a deduplicated repository.',
+      'Back up, list, restore, verify and forget VM restore points in a deduplicated repository, ' +
+        'and serve them over NFS for instant recovery.',
     )
     .version(packageJson.version)
     // Settings made before .command() are inherited by the subcommands.
@@ -58,5 +60,6 @@ function createProgram(io: CliIo, exit: (code: number) => void): Command {
   defineVerify(program).action(async (flags: VerifyFlags) => exit(await runVerify(flags, io)));
   defineForget(program).action(async (flags: ForgetFlags) => exit(await runForget(flags, io)));
   defineRepair(program).action(async (flags: RepairFlags) => exit(await runRepair(flags, io)));
+  defineServe(program).action(async (flags: ServeFlags) => exit(await runServe(flags, io)));
   return program;
 }

@@ -99,7 +99,7 @@ describe('LocalStore', () => {
     'write',
     'sync',
     'rename',
-  ] as const)('a put whose %s fails rejects with IVMR_IO and leaves neither the object nor a temporary file', async (failAt) => {
+  ] as const)('a put whose %s fails rejects (IVMR_NOSPC for a full disk, else IVMR_IO) and leaves neither the object nor a temporary file', async (failAt) => {
     const dir = await tempDir();
     const store = await LocalStore.open(dir, { create: true });
     const old = randomBytesFrom(1, 10_000);
@@ -114,7 +114,10 @@ describe('LocalStore', () => {
         () => null,
         (e: unknown) => e,
       );
-      expect(err).toMatchObject({ code: ErrorCode.IO, details: { kind, name } });
+      expect(err).toMatchObject({
+        code: failAt === 'write' ? ErrorCode.NO_SPACE : ErrorCode.IO,
+        details: { kind, name },
+      });
       expect((err as Error).cause).toMatchObject({ code: failAt === 'write' ? 'ENOSPC' : 'EIO' });
     }
     faults.failAt = null;

@@ -48,6 +48,7 @@ export class RestoreDisk implements BlockSource {
   readonly #idOf: (slot: number) => string;
   readonly #context: { vm: string; point: string };
   #closed = false;
+  #allocated: number | undefined;
 
   /** @internal Created by `RestorePoint.openDisk`. */
   constructor(
@@ -137,9 +138,13 @@ export class RestoreDisk implements BlockSource {
     return this.#map.slots.length;
   }
 
-  /** Bytes in blocks that are not all zeros (what a thin copy of the disk allocates). */
+  /**
+   * Bytes in blocks that are not all zeros (what a thin copy of the disk allocates). Computed
+   * once: NFS GETATTR reads it on every call.
+   */
   get allocatedBytes(): number {
-    return allocatedBytesOf(this.#map);
+    this.#allocated ??= allocatedBytesOf(this.#map);
+    return this.#allocated;
   }
 
   /** The byte ranges not known to be zero, merged, in order. */

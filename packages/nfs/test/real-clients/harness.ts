@@ -1,7 +1,7 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { accessSync, constants, existsSync } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { connect, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { delimiter, join } from 'node:path';
@@ -162,6 +162,38 @@ export async function waitForPort(port: number, timeoutMs = 5000, why = ''): Pro
     if (Date.now() > deadline)
       throw new Error(`nothing listens on 127.0.0.1:${port} after ${timeoutMs} ms${why}`);
     await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+const PORT_111_LOCK = '/tmp/ivmr-test-port-111.lock';
+
+/**
+ * Takes the machine-wide test lock for port 111, waiting (up to `timeoutMs`) while another test
+ * process holds it: test files run in parallel, and only one at a time can own the portmapper
+ * port. A lock whose process is gone is taken over. Returns the release function.
+ */
+export async function lockPort111(timeoutMs = 180_000): Promise<() => Promise<void>> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      await writeFile(PORT_111_LOCK, String(process.pid), { flag: 'wx' });
+      return () => rm(PORT_111_LOCK, { force: true });
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+    }
+    const holder = Number(await readFile(PORT_111_LOCK, 'utf8').catch(() => ''));
+    let alive = Number.isInteger(holder) && holder > 0;
+    if (alive) {
+      try {
+        process.kill(holder, 0);
+      } catch {
+        alive = false;
+      }
+    }
+    if (!alive) await rm(PORT_111_LOCK, { force: true });
+    else if (Date.now() > deadline)
+      throw new Error(`port 111 test lock still held by pid ${holder}`);
+    else await new Promise((r) => setTimeout(r, 200));
   }
 }
 

@@ -6,6 +6,7 @@ import { registerWithRpcbind } from '../../src/portmap/rpcbind-client.js';
 import { expectNoLeakedHandles, openHandles } from '../helpers/open-handles.js';
 import {
   type Daemon,
+  lockPort111,
   type MemfsServer,
   pseudoRandom,
   requirePortFree,
@@ -53,11 +54,13 @@ describe('libnfs and qemu through the embedded portmapper on port 111', () => {
   let s: MemfsServer;
   let tmp: Awaited<ReturnType<typeof tempDir>>;
   let baseline: string[];
+  let release111: (() => Promise<void>) | undefined;
   const qemuUrl = (name: string) => `nfs://127.0.0.1/memfs/${name}`;
 
   beforeAll(async () => {
     tools = requireTools('nfs-ls', 'nfs-cat', 'qemu-img', 'qemu-io', 'rpcinfo');
     baseline = openHandles();
+    release111 = await lockPort111();
     await requirePortFree(111);
     tmp = await tempDir();
     s = await startMemfsServer({ portmap: 'embedded', portmapPort: 111, mountPort: 0 });
@@ -65,6 +68,7 @@ describe('libnfs and qemu through the embedded portmapper on port 111', () => {
 
   afterAll(async () => {
     await s?.server.stop();
+    await release111?.();
     await tmp?.remove();
     expect(s?.errors ?? []).toEqual([]);
     if (baseline) await expectNoLeakedHandles(baseline);
@@ -300,6 +304,7 @@ describe('the system rpcbind (portmap: system)', () => {
   let rpcbind: Daemon | undefined;
   let s: MemfsServer | undefined;
   let baseline: string[];
+  let release111: (() => Promise<void>) | undefined;
   /** Files rpcbind creates (socket, lock, warm-start state): removed unless they were there. */
   const leftovers = [
     '/run/rpcbind.sock',
@@ -312,6 +317,7 @@ describe('the system rpcbind (portmap: system)', () => {
   beforeAll(async () => {
     tools = requireTools('rpcbind', 'rpcinfo', 'nfs-ls');
     baseline = openHandles();
+    release111 = await lockPort111();
     await requirePortFree(111);
     preexisting = new Set(leftovers.filter((f) => existsSync(f)));
     // -f: stay in the foreground as our child, so the test owns it and stops it; no -w, so no
@@ -324,6 +330,7 @@ describe('the system rpcbind (portmap: system)', () => {
     await s?.server.stop();
     await rpcbind?.stop();
     for (const f of leftovers) if (!preexisting?.has(f)) await rm(f, { force: true });
+    await release111?.();
     if (baseline) await expectNoLeakedHandles(baseline);
   });
 

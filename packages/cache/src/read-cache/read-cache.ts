@@ -1,0 +1,619 @@
+import { dirname } from 'node:path';
+import { type BlockSource, checkReadRange, ErrorCode, IvmrError, isIvmrError } from '@ivmr/core';
+import { closedError } from '../errors.js';
+import type { CacheFile, CacheFileSystem, StatFs } from '../fs/cache-file-system.js';
+import { nodeFileSystem } from '../fs/node-file-system.js';
+import { checksum } from '../util/binary.js';
+import { SingleFlight } from '../util/single-flight.js';
+import {
+  type CacheHeader,
+  dataStart,
+  decodeEntry,
+  decodeHeader,
+  ENTRY_BYTES,
+  encodeEntry,
+  encodeHeader,
+  HEADER_BYTES,
+  MAX_SOURCE_ID,
+} from './cache-file-format.js';
+import { SequentialDetector } from './sequential-detector.js';
+import { type FloorOptions, SpaceGuard } from './space-guard.js';
+
+/** Options of {@link ReadCache.open}. */
+export interface ReadCacheOptions extends FloorOptions {
+  /** The cache file (its folder is created when missing). */
+  path: string;
+  /** Bytes per cached block: a power of two from 512 to 4 MiB; default 64 KiB. */
+  blockSize?: number;
+  /** The most data the cache file holds; default 2 GiB. */
+  maxBytes?: number;
+  /**
+   * Names the source: a cache file made for another source id, block size or capacity is
+   * emptied on open. Default `size:<source size>`; give the repository, point and disk.
+   */
+  sourceId?: string;
+  /** Keep a block that was hit since the ring last passed it for one more round. Default true. */
+  secondChance?: boolean;
+  /** Blocks read ahead of a sequential stream; 0 turns read-ahead off. Default 8. */
+  readAhead?: number;
+  /** Reads in a row that make a stream sequential. Default 2. */
+  readAheadTrigger?: number;
+  /** Read-ahead loads running at once, at most. Default 4. */
+  maxReadAheadLoads?: number;
+  /** File layer; default the real file system. */
+  fs?: CacheFileSystem;
+  /** Volume space; default `fs.statfs` of the file layer. Inject a fake in tests. */
+  statfs?: StatFs;
+  /** Least milliseconds between two statfs calls while the cache grows. Default 1000. */
+  statfsIntervalMs?: number;
+}
+
+/** Counters and sizes of a read cache. */
+export interface ReadCacheStats {
+  /** Block reads served from the cache file. */
+  readonly hits: number;
+  /** Block reads that waited for the source (one load serves all concurrent misses). */
+  readonly misses: number;
+  /** Loads from the source (misses and read-ahead). */
+  readonly sourceReads: number;
+  /** Bytes read from the source. */
+  readonly bytesFromSource: number;
+  /** Loads started by read-ahead. */
+  readonly readAheadLoads: number;
+  /** Blocks known to be zero (`isZeroBlock`), served without the cache or the source. */
+  readonly zeroReads: number;
+  /** Blocks dropped to make room (circular reuse and shrinking). */
+  readonly blocksPruned: number;
+  /** Bytes of the blocks dropped to make room. */
+  readonly bytesPruned: number;
+  /** Bytes of blocks in the cache now. */
+  readonly cachedBytes: number;
+  /** Size of the cache file's data area now. */
+  readonly fileBytes: number;
+  /** Bytes the cache may use now (shrinks when the floor or the overlay needs room). */
+  readonly capacityBytes: number;
+  /** The most the cache may ever hold (`maxBytes`, capped at the source's size). */
+  readonly maxBytes: number;
+  /** Free bytes of the volume at the last statfs (NaN before the first). */
+  readonly freeBytes: number;
+  /** The floor in bytes at the last statfs (NaN before the first). */
+  readonly floorBytes: number;
+  /** Bytes given back by `shrink`. */
+  readonly shrunkBytes: number;
+}
+
+const DEFAULT_BLOCK = 64 * 1024;
+const DEFAULT_MAX_BYTES = 2 * 1024 ** 3;
+const TABLE_CHUNK = 1 << 20;
+
+interface ZeroProbe {
+  readonly blockSize: number;
+  isZeroBlock(i: number): boolean;
+}
+
+function zeroProbeOf(source: BlockSource): ZeroProbe | undefined {
+  const s = source as Partial<ZeroProbe>;
+  return typeof s.isZeroBlock === 'function' && typeof s.blockSize === 'number'
+    ? (s as ZeroProbe)
+    : undefined;
+}
+
+/**
+ * A circular cache of a slow source's blocks (decoded backup blocks) in one local file, itself a
+ * `BlockSource` of `@ivmr/core`. A miss loads the whole block once, however many reads want it at the same
+ * time, stores it in the next slot of the ring and serves it; when the ring is full the oldest
+ * slot is reused (a block hit since the ring last passed it gets one more round). Sequential
+ * streams are read ahead in the background. The file grows only while its volume keeps the free
+ * space floor, and {@link shrink} gives space back (the write overlay calls it before a write
+ * fails for lack of space). It sits beneath a write overlay, so it only ever holds source
+ * (backup) bytes, never the VM's writes.
+ *
+ * Its slot table is written along with the data (without fsync): after a restart the index is
+ * reloaded, and each block is checked against its CRC-32 on its first hit, so a torn slot is
+ * dropped, never served. Closing the cache does not close the source.
+ */
+export class ReadCache implements BlockSource {
+  readonly size: number;
+  readonly #source: BlockSource;
+  readonly #file: CacheFile;
+  readonly #bs: number;
+  readonly #maxSlots: number;
+  readonly #dataStart: number;
+  readonly #guard: SpaceGuard;
+  readonly #zeroProbe: ZeroProbe | undefined;
+  readonly #secondChance: boolean;
+  readonly #readAhead: number;
+  readonly #maxReadAheadLoads: number;
+  readonly #detector: SequentialDetector;
+  readonly #flight = new SingleFlight<number, Uint8Array>();
+  readonly #prefetching = new Set<Promise<void>>();
+  readonly #background = new Set<Promise<unknown>>();
+  readonly #index = new Map<number, number>();
+  readonly #slotBlock: Float64Array;
+  readonly #slotLen: Uint32Array;
+  readonly #slotCrc: Uint32Array;
+  readonly #verified: Uint8Array;
+  readonly #ref: Uint8Array;
+  readonly #pins: Int32Array;
+  #unpinWaiters: (() => void)[] = [];
+  #seq: number;
+  #head: number;
+  /** Slots the file's data area covers. */
+  #fileSlots: number;
+  /** Slots the ring may use now (`<= maxSlots`). */
+  #limit: number;
+  #closed = false;
+  /** Shrinks running: the ring must not grow back meanwhile. */
+  #shrinking = 0;
+  #rechecking = false;
+  #hits = 0;
+  #misses = 0;
+  #sourceReads = 0;
+  #bytesFromSource = 0;
+  #readAheadLoads = 0;
+  #zeroReads = 0;
+  #blocksPruned = 0;
+  #bytesPruned = 0;
+  #cachedBytes = 0;
+  #shrunkBytes = 0;
+
+  private constructor(
+    source: BlockSource,
+    file: CacheFile,
+    header: CacheHeader,
+    options: ReadCacheOptions,
+    guard: SpaceGuard,
+  ) {
+    this.#source = source;
+    this.size = source.size;
+    this.#file = file;
+    this.#bs = header.blockSize;
+    this.#maxSlots = header.slotCount;
+    this.#dataStart = dataStart(header.slotCount);
+    this.#guard = guard;
+    this.#zeroProbe = zeroProbeOf(source);
+    this.#secondChance = options.secondChance ?? true;
+    this.#readAhead = options.readAhead ?? 8;
+    this.#maxReadAheadLoads = options.maxReadAheadLoads ?? 4;
+    this.#detector = new SequentialDetector(options.readAheadTrigger ?? 2);
+    const n = header.slotCount;
+    this.#slotBlock = new Float64Array(n).fill(-1);
+    this.#slotLen = new Uint32Array(n);
+    this.#slotCrc = new Uint32Array(n);
+    this.#verified = new Uint8Array(n);
+    this.#ref = new Uint8Array(n);
+    this.#pins = new Int32Array(n);
+    this.#seq = 0;
+    this.#head = 0;
+    this.#fileSlots = 0;
+    this.#limit = n;
+  }
+
+  /**
+   * Opens (or creates) the cache file at `options.path` for `source`. A file made for another
+   * source id, block size or capacity, or a damaged one, is emptied; otherwise its index is
+   * reloaded.
+   */
+  static async open(source: BlockSource, options: ReadCacheOptions): Promise<ReadCache> {
+    const bs = options.blockSize ?? DEFAULT_BLOCK;
+    if (!Number.isInteger(bs) || bs < 512 || bs > 4 << 20 || (bs & (bs - 1)) !== 0) {
+      throw new IvmrError(
+        ErrorCode.INVALID_ARGUMENT,
+        `read cache block size must be a power of two from 512 to 4 MiB, got ${bs}`,
+      );
+    }
+    const maxBytes = options.maxBytes ?? DEFAULT_MAX_BYTES;
+    if (!Number.isSafeInteger(maxBytes) || maxBytes < 0) {
+      throw new IvmrError(
+        ErrorCode.INVALID_ARGUMENT,
+        `read cache maxBytes must be a whole number >= 0, got ${maxBytes}`,
+      );
+    }
+    const sourceId = options.sourceId ?? `size:${source.size}`;
+    if (new TextEncoder().encode(sourceId).length > MAX_SOURCE_ID) {
+      throw new IvmrError(
+        ErrorCode.INVALID_ARGUMENT,
+        `read cache sourceId is longer than ${MAX_SOURCE_ID} bytes`,
+      );
+    }
+    const fs = options.fs ?? nodeFileSystem;
+    const header: CacheHeader = {
+      blockSize: bs,
+      slotCount: Math.min(Math.floor(maxBytes / bs), Math.ceil(source.size / bs)),
+      sourceSize: source.size,
+      sourceId,
+    };
+    const dir = dirname(options.path);
+    await fs.mkdir(dir);
+    const file = await fs.open(options.path, 'create');
+    const guard = new SpaceGuard(
+      dir,
+      options.statfs ?? fs.statfs,
+      options,
+      options.statfsIntervalMs ?? 1000,
+    );
+    const cache = new ReadCache(source, file, header, options, guard);
+    try {
+      await cache.#load(header);
+    } catch (err) {
+      await file.close();
+      throw err;
+    }
+    return cache;
+  }
+
+  /** Reloads the index from the file, or empties a file made for something else. */
+  async #load(want: CacheHeader): Promise<void> {
+    const fileSize = await this.#file.size();
+    const headBytes = new Uint8Array(HEADER_BYTES);
+    await this.#file.read(headBytes, 0);
+    const h = decodeHeader(headBytes);
+    const same =
+      h !== undefined &&
+      h.blockSize === want.blockSize &&
+      h.slotCount === want.slotCount &&
+      h.sourceSize === want.sourceSize &&
+      h.sourceId === want.sourceId;
+    if (!same) {
+      await this.#file.truncate(0);
+      await this.#file.write(encodeHeader(want), 0);
+      await this.#file.truncate(this.#dataStart);
+      return;
+    }
+    const bs = this.#bs;
+    this.#fileSlots = Math.min(
+      this.#maxSlots,
+      Math.max(0, Math.floor((fileSize - this.#dataStart) / bs)),
+    );
+    const blocks = Math.ceil(this.size / bs);
+    let newest = -1;
+    const seqs = new Map<number, number>();
+    const perChunk = TABLE_CHUNK / ENTRY_BYTES;
+    const buf = new Uint8Array(TABLE_CHUNK);
+    for (let first = 0; first < this.#fileSlots; first += perChunk) {
+      const n = Math.min(perChunk, this.#fileSlots - first);
+      const bytes = buf.subarray(0, n * ENTRY_BYTES);
+      await this.#file.read(bytes, HEADER_BYTES + first * ENTRY_BYTES);
+      for (let i = 0; i < n; i++) {
+        const e = decodeEntry(bytes.subarray(i * ENTRY_BYTES, (i + 1) * ENTRY_BYTES));
+        if (e === undefined || e.block >= blocks) continue;
+        if (e.length !== Math.min(bs, this.size - e.block * bs)) continue;
+        const s = first + i;
+        const other = this.#index.get(e.block);
+        if (other !== undefined) {
+          if (e.seq < (seqs.get(other) ?? 0)) continue;
+          this.#forget(other);
+        }
+        this.#slotBlock[s] = e.block;
+        this.#slotLen[s] = e.length;
+        this.#slotCrc[s] = e.crc;
+        this.#index.set(e.block, s);
+        this.#cachedBytes += e.length;
+        seqs.set(s, e.seq);
+        if (e.seq > this.#seq) {
+          this.#seq = e.seq;
+          newest = s;
+        }
+      }
+    }
+    this.#head = newest + 1;
+  }
+
+  /**
+   * Reads `length` bytes at `offset` (any alignment), from the cache file where the blocks are
+   * cached and from the source (once per block, then cached) where not. A failing cache file
+   * never fails a read: the source is asked instead. `into` as in the `BlockSource` contract.
+   */
+  async read(offset: number, length: number, into?: Uint8Array): Promise<Uint8Array> {
+    if (this.#closed) throw closedError('read cache');
+    checkReadRange(this.size, offset, length, into);
+    const out = into ? into.subarray(0, length) : new Uint8Array(length);
+    if (length === 0) return out;
+    const bs = this.#bs;
+    const end = offset + length;
+    const parts: Promise<void>[] = [];
+    for (let b = Math.floor(offset / bs); b * bs < end; b++) {
+      const lo = Math.max(offset, b * bs);
+      const hi = Math.min(end, (b + 1) * bs);
+      parts.push(this.#readPart(b, lo - b * bs, out.subarray(lo - offset, hi - offset)));
+    }
+    if (this.#readAhead > 0) this.#startReadAhead(offset, length);
+    if (parts.length === 1) await parts[0];
+    else await Promise.all(parts);
+    return out;
+  }
+
+  /** Reads bytes `[inBlock, inBlock + dst.length)` of block `b` into `dst`. */
+  async #readPart(b: number, inBlock: number, dst: Uint8Array): Promise<void> {
+    if (this.#isZero(b)) {
+      dst.fill(0);
+      this.#zeroReads++;
+      return;
+    }
+    const s = this.#index.get(b);
+    if (s !== undefined) {
+      this.#pins[s]!++;
+      let served = false;
+      try {
+        served = await this.#readSlot(s, inBlock, dst);
+      } catch {
+        // A failing cache file must not fail the read: the source still has the block.
+      } finally {
+        this.#unpin(s);
+      }
+      if (served) {
+        this.#hits++;
+        this.#ref[s] = 1;
+        return;
+      }
+      if (this.#index.get(b) === s) this.#forget(s);
+    }
+    this.#misses++;
+    const block = await this.#flight.run(b, () => this.#loadBlock(b));
+    dst.set(block.subarray(inBlock, inBlock + dst.length));
+  }
+
+  /** Serves a part of slot `s`; false when the slot turned out short or damaged. */
+  async #readSlot(s: number, inBlock: number, dst: Uint8Array): Promise<boolean> {
+    const at = this.#dataStart + s * this.#bs;
+    if (this.#verified[s] === 1) {
+      return (await this.#file.read(dst, at + inBlock)) === dst.length;
+    }
+    // First hit since the file was reopened: check the whole block against its CRC.
+    const len = this.#slotLen[s]!;
+    const block = new Uint8Array(len);
+    if ((await this.#file.read(block, at)) !== len || checksum(block) !== this.#slotCrc[s]) {
+      return false;
+    }
+    this.#verified[s] = 1;
+    dst.set(block.subarray(inBlock, inBlock + dst.length));
+    return true;
+  }
+
+  #isZero(b: number): boolean {
+    const p = this.#zeroProbe;
+    if (p === undefined) return false;
+    const start = b * this.#bs;
+    const last = Math.min(start + this.#bs, this.size) - 1;
+    for (let i = Math.floor(start / p.blockSize); i <= Math.floor(last / p.blockSize); i++) {
+      if (!p.isZeroBlock(i)) return false;
+    }
+    return true;
+  }
+
+  /** Loads block `b` from the source and stores it (storing is best effort). */
+  async #loadBlock(b: number): Promise<Uint8Array> {
+    const bs = this.#bs;
+    const len = Math.min(bs, this.size - b * bs);
+    const buf = new Uint8Array(len);
+    await this.#source.read(b * bs, len, buf);
+    this.#sourceReads++;
+    this.#bytesFromSource += len;
+    if (!this.#closed) await this.#store(b, buf);
+    return buf;
+  }
+
+  async #store(b: number, buf: Uint8Array): Promise<void> {
+    if (this.#index.has(b)) return;
+    const s = await this.#claimSlot();
+    if (s < 0) return;
+    try {
+      const crc = checksum(buf);
+      await this.#file.write(buf, this.#dataStart + s * this.#bs);
+      const seq = ++this.#seq;
+      await this.#file.write(
+        encodeEntry({ block: b, length: buf.length, crc, seq }),
+        HEADER_BYTES + s * ENTRY_BYTES,
+      );
+      // A shrink may have cut the slot off while it was written.
+      if (s >= this.#fileSlots || this.#index.has(b)) return;
+      this.#slotBlock[s] = b;
+      this.#slotLen[s] = buf.length;
+      this.#slotCrc[s] = crc;
+      this.#verified[s] = 1;
+      this.#ref[s] = 0;
+      this.#index.set(b, s);
+      this.#cachedBytes += buf.length;
+    } catch (err) {
+      if (isIvmrError(err, ErrorCode.NO_SPACE) && s === this.#fileSlots - 1) {
+        // The volume filled up under the cache: stop growing here.
+        this.#fileSlots = s;
+        this.#limit = s;
+        if (this.#head > s) this.#head = 0;
+      }
+    } finally {
+      this.#unpin(s);
+    }
+  }
+
+  /**
+   * Picks the slot for a new block and pins it: the next one of the ring past its end while the
+   * file may grow, else the oldest one not pinned (a block hit since the last pass gets one more
+   * round). -1 when none is free.
+   */
+  async #claimSlot(): Promise<number> {
+    if (!this.#rechecking && this.#guard.stale) this.#track(this.#recheck());
+    for (let steps = 0; steps <= 2 * this.#maxSlots + 1; steps++) {
+      if (this.#head >= this.#limit) {
+        this.#head = 0;
+        // A full turn of the ring: look again whether the volume lets the file grow.
+        if (this.#limit < this.#maxSlots && this.#shrinking === 0 && this.#guard.stale) {
+          this.#limit = this.#maxSlots;
+        }
+        if (this.#limit === 0) return -1;
+      }
+      const s = this.#head;
+      if (s === this.#fileSlots) {
+        if (this.#pins[s]! > 0) {
+          // A store cut off by a shrink is still writing there: do not grow over it yet.
+          this.#limit = this.#fileSlots;
+          continue;
+        }
+        const ok = await this.#guard.allow(this.#bs);
+        if (this.#closed) {
+          if (ok) this.#guard.refund(this.#bs);
+          return -1;
+        }
+        if (s !== this.#fileSlots || this.#head !== s || s >= this.#limit) {
+          if (ok) this.#guard.refund(this.#bs);
+          continue;
+        }
+        if (ok) {
+          this.#fileSlots++;
+          this.#head++;
+          this.#pins[s]!++;
+          return s;
+        }
+        this.#limit = this.#fileSlots;
+        const deficit = this.#guard.deficit;
+        if (deficit > 0) this.#track(this.shrink(deficit));
+        continue;
+      }
+      this.#head++;
+      if (this.#pins[s]! > 0) continue;
+      if (this.#secondChance && this.#ref[s] === 1) {
+        this.#ref[s] = 0;
+        continue;
+      }
+      if (this.#slotBlock[s]! >= 0) {
+        this.#blocksPruned++;
+        this.#bytesPruned += this.#slotLen[s]!;
+        this.#forget(s);
+      }
+      this.#pins[s]!++;
+      return s;
+    }
+    return -1;
+  }
+
+  /** Removes slot `s`'s block from the index. */
+  #forget(s: number): void {
+    const b = this.#slotBlock[s]!;
+    if (b < 0) return;
+    if (this.#index.get(b) === s) this.#index.delete(b);
+    this.#cachedBytes -= this.#slotLen[s]!;
+    this.#slotBlock[s] = -1;
+    this.#verified[s] = 0;
+    this.#ref[s] = 0;
+  }
+
+  #unpin(s: number): void {
+    if (--this.#pins[s]! === 0 && this.#unpinWaiters.length > 0) {
+      const waiters = this.#unpinWaiters;
+      this.#unpinWaiters = [];
+      for (const w of waiters) w();
+    }
+  }
+
+  #startReadAhead(offset: number, length: number): void {
+    const [from, to] = this.#detector.note(offset, length, this.#bs, this.#readAhead);
+    const blocks = Math.ceil(this.size / this.#bs);
+    for (let b = from; b < Math.min(to, blocks); b++) {
+      if (this.#prefetching.size >= this.#maxReadAheadLoads) break;
+      if (this.#index.has(b) || this.#flight.get(b) !== undefined || this.#isZero(b)) continue;
+      this.#readAheadLoads++;
+      const p: Promise<void> = this.#flight
+        .run(b, () => this.#loadBlock(b))
+        .then(
+          () => {},
+          // A failed read-ahead costs nothing: the read that wants the block loads it again.
+          () => {},
+        )
+        .finally(() => this.#prefetching.delete(p));
+      this.#prefetching.add(p);
+    }
+  }
+
+  /** Asks the volume again, and gives space back when it is below the floor. */
+  async #recheck(): Promise<void> {
+    this.#rechecking = true;
+    try {
+      await this.#guard.check();
+      const deficit = this.#guard.deficit;
+      if (deficit > 0) await this.shrink(deficit);
+    } finally {
+      this.#rechecking = false;
+    }
+  }
+
+  #track(p: Promise<unknown>): void {
+    const q = p.catch(() => {}).finally(() => this.#background.delete(q));
+    this.#background.add(q);
+  }
+
+  /**
+   * Gives back at least `bytes` of the volume (or all the cache has): drops the blocks of the
+   * highest slots, waits for reads of them to finish, and truncates the file. The cache grows
+   * again only while the volume keeps its floor. Resolves to the bytes freed.
+   */
+  async shrink(bytes: number): Promise<number> {
+    if (this.#closed || bytes <= 0) return 0;
+    const before = this.#fileSlots;
+    const keep = Math.max(0, before - Math.ceil(bytes / this.#bs));
+    if (keep >= before) return 0;
+    this.#shrinking++;
+    try {
+      return await this.#shrinkTo(keep, before);
+    } finally {
+      this.#shrinking--;
+    }
+  }
+
+  async #shrinkTo(keep: number, before: number): Promise<number> {
+    this.#fileSlots = keep;
+    this.#limit = Math.min(this.#limit, keep);
+    if (this.#head > keep) this.#head = 0;
+    for (let s = keep; s < before; s++) {
+      if (this.#slotBlock[s]! >= 0) {
+        this.#blocksPruned++;
+        this.#bytesPruned += this.#slotLen[s]!;
+        this.#forget(s);
+      }
+    }
+    const busy = () => {
+      for (let s = keep; s < before; s++) if (this.#pins[s]! > 0) return true;
+      return false;
+    };
+    while (busy()) await new Promise<void>((resolve) => this.#unpinWaiters.push(resolve));
+    // Slots cut off are emptied in the table too, so a restart does not look for them.
+    await this.#file.write(
+      new Uint8Array((before - keep) * ENTRY_BYTES),
+      HEADER_BYTES + keep * ENTRY_BYTES,
+    );
+    // No growth while shrinking; a concurrent shrink may have cut further.
+    await this.#file.truncate(this.#dataStart + Math.min(this.#fileSlots, keep) * this.#bs);
+    const freed = (before - keep) * this.#bs;
+    this.#shrunkBytes += freed;
+    return freed;
+  }
+
+  /** Current counters and sizes. */
+  stats(): ReadCacheStats {
+    return {
+      hits: this.#hits,
+      misses: this.#misses,
+      sourceReads: this.#sourceReads,
+      bytesFromSource: this.#bytesFromSource,
+      readAheadLoads: this.#readAheadLoads,
+      zeroReads: this.#zeroReads,
+      blocksPruned: this.#blocksPruned,
+      bytesPruned: this.#bytesPruned,
+      cachedBytes: this.#cachedBytes,
+      fileBytes: this.#fileSlots * this.#bs,
+      capacityBytes: this.#limit * this.#bs,
+      maxBytes: this.#maxSlots * this.#bs,
+      freeBytes: this.#guard.freeBytes,
+      floorBytes: this.#guard.floorBytes,
+      shrunkBytes: this.#shrunkBytes,
+    };
+  }
+
+  /** Waits for read-ahead and background work, then closes the cache file (not the source). */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    await Promise.allSettled([...this.#prefetching, ...this.#background]);
+    await this.#flight.idle();
+    await this.#file.close();
+  }
+}

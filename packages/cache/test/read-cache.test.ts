@@ -1,0 +1,309 @@
+import { open } from 'node:fs/promises';
+import { join } from 'node:path';
+import { type BlockSource, ErrorCode, isIvmrError, MemoryBlockSource } from '@ivmr/core';
+import { describe, expect, it, vi } from 'vitest';
+import {
+  ReadCache,
+  type ReadCacheOptions,
+  requireRecoverySpace,
+  WriteOverlay,
+} from '../src/index.js';
+import { dataStart } from '../src/read-cache/cache-file-format.js';
+import { expectBytes } from './support/bytes.js';
+import { CrashFs } from './support/crash-fs.js';
+import { randomBytesFrom } from './support/prng.js';
+import { ReadOnlyBase } from './support/read-only-base.js';
+import { useTempDirs } from './support/temp-dir.js';
+
+const tempDir = useTempDirs('rcache');
+const KiB = 1024;
+const MiB = 1024 * KiB;
+const GiB = 1024 * MiB;
+
+/** A source whose reads wait until `release()`; counts them. */
+class GatedSource implements BlockSource {
+  readonly size: number;
+  reads = 0;
+  readonly #inner: MemoryBlockSource;
+  #open!: () => void;
+  #gate = new Promise<void>((resolve) => {
+    this.#open = resolve;
+  });
+
+  constructor(bytes: Uint8Array) {
+    this.#inner = new MemoryBlockSource(bytes);
+    this.size = bytes.length;
+  }
+
+  release(): void {
+    this.#open();
+  }
+
+  async read(offset: number, length: number, into?: Uint8Array): Promise<Uint8Array> {
+    this.reads++;
+    await this.#gate;
+    return this.#inner.read(offset, length, into);
+  }
+}
+
+function memCache(
+  source: BlockSource,
+  options: Partial<ReadCacheOptions> = {},
+  fs = new CrashFs(),
+) {
+  return ReadCache.open(source, { path: '/c/cache', fs, readAhead: 0, ...options });
+}
+
+describe('ReadCache hits and misses', () => {
+  it('loads a block once, then serves it from the cache file', async () => {
+    const base = new ReadOnlyBase(randomBytesFrom(1, 1 * MiB));
+    const cache = await memCache(base, { blockSize: 64 * KiB });
+    expectBytes(await cache.read(100, 4000), await base.read(100, 4000));
+    expect(cache.stats()).toMatchObject({
+      hits: 0,
+      misses: 1,
+      sourceReads: 1,
+      bytesFromSource: 64 * KiB,
+    });
+    const readsBefore = base.reads;
+    expectBytes(await cache.read(5000, 60_000), await base.read(5000, 60_000));
+    expect(base.reads - readsBefore, 'source reads for a hit').toBe(1);
+    expect(cache.stats()).toMatchObject({ hits: 1, misses: 1, sourceReads: 1 });
+    // A read across three blocks: one hit, two misses.
+    expectBytes(await cache.read(60 * KiB, 100 * KiB), await base.read(60 * KiB, 100 * KiB));
+    expect(cache.stats()).toMatchObject({ hits: 2, misses: 3, sourceReads: 3 });
+    await cache.close();
+    base.expectUntouched();
+  });
+
+  it('serves known-zero blocks without the source or the cache', async () => {
+    const bytes = new Uint8Array(256 * KiB);
+    bytes.fill(7, 128 * KiB);
+    const inner = new MemoryBlockSource(bytes);
+    let reads = 0;
+    const source = {
+      size: bytes.length,
+      blockSize: 128 * KiB,
+      isZeroBlock: (i: number) => i === 0,
+      read: (o: number, l: number, into?: Uint8Array) => {
+        reads++;
+        return inner.read(o, l, into);
+      },
+    };
+    const cache = await memCache(source, { blockSize: 64 * KiB });
+    expectBytes(await cache.read(0, 256 * KiB), bytes);
+    expect(reads).toBe(2);
+    expect(cache.stats().zeroReads).toBe(2);
+    await cache.close();
+  });
+});
+
+describe('ReadCache circular pruning', () => {
+  it('reuses the oldest slot when full, and the file does not grow past its capacity', async () => {
+    const base = new ReadOnlyBase(randomBytesFrom(2, 64 * KiB));
+    const cache = await memCache(base, {
+      blockSize: 4 * KiB,
+      maxBytes: 16 * KiB,
+      secondChance: false,
+    });
+    for (let b = 0; b < 6; b++) await cache.read(b * 4 * KiB, 4 * KiB);
+    expect(cache.stats()).toMatchObject({
+      fileBytes: 16 * KiB,
+      cachedBytes: 16 * KiB,
+      blocksPruned: 2,
+      bytesPruned: 8 * KiB,
+    });
+    const before = base.reads;
+    for (let b = 2; b < 6; b++) await cache.read(b * 4 * KiB, 4 * KiB);
+    expect(base.reads - before, 'blocks 2..5 are hits').toBe(0);
+    expectBytes(await cache.read(0, 4 * KiB), await base.read(0, 4 * KiB));
+    expect(base.reads - before, 'block 0 was pruned: one load (+1 for the check)').toBe(2);
+    await cache.close();
+  });
+
+  it('gives a block hit since the ring last passed it a second chance', async () => {
+    const base = new ReadOnlyBase(randomBytesFrom(3, 64 * KiB));
+    const cache = await memCache(base, { blockSize: 4 * KiB, maxBytes: 16 * KiB });
+    for (let b = 0; b < 4; b++) await cache.read(b * 4 * KiB, 4 * KiB);
+    await cache.read(0, 100);
+    await cache.read(4 * 4 * KiB, 4 * KiB);
+    const before = cache.stats().sourceReads;
+    await cache.read(0, 4 * KiB);
+    expect(cache.stats().sourceReads - before, 'block 0 kept').toBe(0);
+    await cache.read(4 * KiB, 4 * KiB);
+    expect(cache.stats().sourceReads - before, 'block 1 pruned in its place').toBe(1);
+    await cache.close();
+  });
+});
+
+describe('ReadCache single-flight and read-ahead', () => {
+  it('loads a block once for many concurrent misses', async () => {
+    const bytes = randomBytesFrom(4, 512 * KiB);
+    const source = new GatedSource(bytes);
+    const cache = await memCache(source, { blockSize: 64 * KiB });
+    const reads = Array.from({ length: 12 }, (_, i) => cache.read(3 * 64 * KiB + i * 1000, 3000));
+    await new Promise((resolve) => setImmediate(resolve));
+    source.release();
+    const got = await Promise.all(reads);
+    expect(source.reads).toBe(1);
+    got.forEach((g, i) => {
+      expectBytes(g, bytes.subarray(3 * 64 * KiB + i * 1000, 3 * 64 * KiB + i * 1000 + 3000));
+    });
+    expect(cache.stats()).toMatchObject({ misses: 12, sourceReads: 1 });
+    await cache.close();
+  });
+
+  it('reads a sequential stream ahead, and random reads not', async () => {
+    const bytes = randomBytesFrom(5, 2 * MiB);
+    const base = new ReadOnlyBase(bytes);
+    const cache = await memCache(base, { blockSize: 64 * KiB, readAhead: 4, readAheadTrigger: 2 });
+    await cache.read(0, 64 * KiB);
+    await cache.read(64 * KiB, 64 * KiB);
+    await vi.waitFor(() => expect(cache.stats().sourceReads).toBe(6));
+    expect(cache.stats().readAheadLoads).toBe(4);
+    const misses = cache.stats().misses;
+    for (let b = 2; b < 6; b++) {
+      expectBytes(
+        await cache.read(b * 64 * KiB, 64 * KiB),
+        bytes.subarray(b * 64 * KiB, (b + 1) * 64 * KiB),
+      );
+    }
+    expect(cache.stats().misses, 'read-ahead blocks are hits').toBe(misses);
+    await vi.waitFor(() => expect(cache.stats().readAheadLoads).toBe(8));
+    for (const b of [20, 11, 25, 14]) await cache.read(b * 64 * KiB + 7, 1000);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    expect(cache.stats().readAheadLoads, 'no read-ahead for random reads').toBe(8);
+    await cache.close();
+  });
+});
+
+describe('ReadCache free-space floor', () => {
+  it('stops growing at the floor (5% of the volume by default) and wraps around', async () => {
+    const fs = new CrashFs(4 * MiB);
+    const base = new ReadOnlyBase(randomBytesFrom(6, 8 * MiB));
+    const cache = await memCache(base, { blockSize: 64 * KiB, maxBytes: 8 * MiB }, fs);
+    for (let b = 0; b < 128; b++) {
+      expectBytes(
+        await cache.read(b * 64 * KiB, 64 * KiB),
+        await base.read(b * 64 * KiB, 64 * KiB),
+      );
+    }
+    const floor = Math.ceil(0.05 * 4 * MiB);
+    const s = cache.stats();
+    expect(s.floorBytes).toBe(floor);
+    expect(fs.capacity - fs.usedBytes, 'volume keeps the floor free').toBeGreaterThanOrEqual(floor);
+    expect(fs.capacity - fs.usedBytes, 'the cache used what was above the floor').toBeLessThan(
+      floor + 64 * KiB,
+    );
+    expect(s.fileBytes).toBeLessThan(4 * MiB);
+    expect(s.blocksPruned).toBe(128 - s.fileBytes / (64 * KiB));
+    await cache.close();
+  });
+
+  it('takes an absolute floor, and gives space back when the volume falls below it', async () => {
+    const fs = new CrashFs(4 * MiB);
+    const base = new ReadOnlyBase(randomBytesFrom(7, 8 * MiB));
+    const cache = await memCache(
+      base,
+      { blockSize: 64 * KiB, maxBytes: 8 * MiB, minFreeBytes: 1 * MiB, statfsIntervalMs: 0 },
+      fs,
+    );
+    for (let b = 0; b < 64; b++) await cache.read(b * 64 * KiB, 64 * KiB);
+    expect(fs.capacity - fs.usedBytes).toBeGreaterThanOrEqual(1 * MiB);
+    const grown = cache.stats().fileBytes;
+    // Someone else fills the volume: 512 KiB of it.
+    const other = await fs.open('/other', 'create');
+    await other.write(new Uint8Array(512 * KiB), 0);
+    for (let b = 64; b < 80; b++) await cache.read(b * 64 * KiB, 64 * KiB);
+    await vi.waitFor(() => expect(cache.stats().shrunkBytes).toBeGreaterThan(0));
+    expect(cache.stats().fileBytes).toBeLessThan(grown);
+    await vi.waitFor(() => expect(fs.capacity - fs.usedBytes).toBeGreaterThanOrEqual(1 * MiB));
+    await other.close();
+    await cache.close();
+  });
+
+  it('checks the per-VM minimum at start and names both numbers', async () => {
+    const statfs = async () => ({ totalBytes: 500 * GiB, freeBytes: 12 * GiB });
+    const err = await requireRecoverySpace({ dir: '/cache', vmSize: 100 * GiB, statfs }).catch(
+      (e: unknown) => e,
+    );
+    expect(isIvmrError(err, ErrorCode.NO_SPACE)).toBe(true);
+    const e = err as Error & { details: Record<string, unknown> };
+    expect(e.message).toContain('12 GiB free');
+    expect(e.message).toContain('at least 20 GiB');
+    expect(e.details).toMatchObject({ freeBytes: 12 * GiB, requiredBytes: 20 * GiB });
+    // 15% of a 1 TiB VM is more than 20 GiB.
+    await expect(
+      requireRecoverySpace({
+        dir: '/cache',
+        vmSize: 1024 * GiB,
+        statfs: async () => ({ totalBytes: 1, freeBytes: 100 * GiB }),
+      }),
+    ).rejects.toThrow(/at least 153\.6 GiB/);
+    await expect(
+      requireRecoverySpace({ dir: '/cache', vmSize: 100 * GiB, minFreeBytes: 10 * GiB, statfs }),
+    ).resolves.toMatchObject({ freeBytes: 12 * GiB });
+  });
+});
+
+describe('ReadCache persistence', () => {
+  it('reloads its index after a restart, checks each block once, drops a damaged one', async () => {
+    const dir = await tempDir();
+    const path = join(dir, 'disk.rcache');
+    const bytes = randomBytesFrom(8, 1 * MiB);
+    const base = new ReadOnlyBase(bytes);
+    const opts = {
+      path,
+      blockSize: 64 * KiB,
+      maxBytes: 1 * MiB,
+      sourceId: 'vm1/disk0',
+      readAhead: 0,
+    };
+    const first = await ReadCache.open(base, opts);
+    for (let b = 0; b < 8; b++) await first.read(b * 64 * KiB, 64 * KiB);
+    await first.close();
+    // Damage block 5's bytes in slot 5 (blocks went to slots in order).
+    const fh = await open(path, 'r+');
+    await fh.write(new Uint8Array([1, 2, 3]), 0, 3, dataStart(16) + 5 * 64 * KiB + 100);
+    await fh.close();
+    const second = await ReadCache.open(base, opts);
+    const before = base.reads;
+    for (let b = 0; b < 8; b++) {
+      expectBytes(
+        await second.read(b * 64 * KiB, 64 * KiB),
+        bytes.subarray(b * 64 * KiB, (b + 1) * 64 * KiB),
+      );
+    }
+    expect(base.reads - before, 'only the damaged block is loaded again').toBe(1);
+    expect(second.stats()).toMatchObject({ hits: 7, misses: 1 });
+    await second.close();
+    const other = await ReadCache.open(base, { ...opts, sourceId: 'vm1/disk1' });
+    await other.read(0, 10);
+    expect(other.stats().misses, 'a cache of another source is emptied').toBe(1);
+    await other.close();
+  });
+});
+
+describe('ReadCache under a write overlay', () => {
+  it('never holds overlay data: pruning the whole cache loses no write', async () => {
+    const fs = new CrashFs();
+    const base = new ReadOnlyBase(randomBytesFrom(9, 256 * KiB));
+    const cache = await memCache(base, { blockSize: 16 * KiB }, fs);
+    const ov = await WriteOverlay.open(cache, {
+      dir: '/o',
+      fs,
+      reclaimSpace: (n) => cache.shrink(n),
+    });
+    const model = await base.read(0, base.size);
+    await ov.read(0, ov.size);
+    const data = randomBytesFrom(10, 50_000);
+    await ov.write(12_345, data);
+    model.set(data, 12_345);
+    expect(await cache.shrink(1 * GiB)).toBe(256 * KiB);
+    expect(cache.stats().cachedBytes).toBe(0);
+    expectBytes(await ov.read(0, ov.size), model);
+    await ov.close();
+    await cache.close();
+    base.expectUntouched();
+  });
+});

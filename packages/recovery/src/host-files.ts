@@ -1,0 +1,213 @@
+import { constants } from 'node:fs';
+import {
+  chmod,
+  chown,
+  type FileHandle,
+  lstat,
+  open,
+  readdir,
+  rename,
+  rm,
+  stat,
+  truncate,
+  utimes,
+} from 'node:fs/promises';
+import { join } from 'node:path';
+import {
+  type CreateMode,
+  type FileAttributes,
+  NfsStatusError,
+  type SetAttributes,
+  type StableHow,
+} from '@ivmr/nfs';
+
+/**
+ * The real files of one VM folder: everything a hypervisor creates next to the disks (`.lck-*`
+ * lock files, `vmware.log`, `.nvram`, `.vmsd`, `.vmx~`, swap files, new disks) and the `.vmx`
+ * and descriptors, which are written here when the session starts so the hypervisor can rewrite
+ * them. One flat folder: subdirectories are not supported. Files are named by inode number,
+ * which is stable across restarts.
+ */
+export class HostFiles {
+  readonly dir: string;
+  readonly #byIno = new Map<bigint, string>();
+  readonly #handles = new Map<bigint, Promise<FileHandle>>();
+
+  constructor(dir: string) {
+    this.dir = dir;
+  }
+
+  /** Inode of `name`, or NOENT. */
+  async lookup(name: string): Promise<bigint> {
+    const st = await lstat(join(this.dir, name), { bigint: true });
+    if (!st.isFile()) throw NfsStatusError.of('NOENT', `${name} is not a regular file`);
+    this.#byIno.set(st.ino, name);
+    return st.ino;
+  }
+
+  /** Every regular file, by name and inode. */
+  async list(): Promise<{ name: string; ino: bigint }[]> {
+    const out: { name: string; ino: bigint }[] = [];
+    for (const name of (await readdir(this.dir)).sort()) {
+      try {
+        out.push({ name, ino: await this.lookup(name) });
+      } catch {
+        // Vanished or not a regular file: not listed.
+      }
+    }
+    return out;
+  }
+
+  /** The current name of inode `ino` (rescans the folder when not known); STALE when gone. */
+  async nameOf(ino: bigint): Promise<string> {
+    const known = this.#byIno.get(ino);
+    if (known !== undefined) {
+      const st = await lstat(join(this.dir, known), { bigint: true }).catch(() => undefined);
+      if (st?.ino === ino) return known;
+      this.#byIno.delete(ino);
+    }
+    for (const f of await this.list()) if (f.ino === ino) return f.name;
+    throw NfsStatusError.of('STALE');
+  }
+
+  async getattr(ino: bigint, fileId: bigint): Promise<FileAttributes> {
+    const st = await stat(join(this.dir, await this.nameOf(ino)), { bigint: true });
+    const time = (ns: bigint) => ({
+      seconds: Number(ns / 1_000_000_000n),
+      nanoseconds: Number(ns % 1_000_000_000n),
+    });
+    return {
+      type: 'file',
+      mode: Number(st.mode) & 0o7777,
+      nlink: Number(st.nlink),
+      uid: Number(st.uid),
+      gid: Number(st.gid),
+      size: Number(st.size),
+      used: Number(st.blocks) * 512,
+      fileId,
+      atime: time(st.atimeNs),
+      mtime: time(st.mtimeNs),
+      ctime: time(st.ctimeNs),
+    };
+  }
+
+  async read(ino: bigint, offset: number, count: number): Promise<Uint8Array> {
+    const fh = await this.#handle(ino);
+    const out = Buffer.allocUnsafe(count);
+    let done = 0;
+    while (done < count) {
+      const { bytesRead } = await fh.read(out, done, count - done, offset + done);
+      if (bytesRead === 0) break;
+      done += bytesRead;
+    }
+    return out.subarray(0, done);
+  }
+
+  async write(
+    ino: bigint,
+    offset: number,
+    data: Uint8Array,
+    stable: StableHow,
+  ): Promise<StableHow> {
+    const fh = await this.#handle(ino);
+    let done = 0;
+    while (done < data.length) {
+      const { bytesWritten } = await fh.write(data, done, data.length - done, offset + done);
+      done += bytesWritten;
+    }
+    if (stable === 'file_sync') await fh.sync();
+    else if (stable === 'data_sync') await fh.datasync();
+    return stable;
+  }
+
+  async commit(ino: bigint): Promise<void> {
+    await (await this.#handle(ino)).sync();
+  }
+
+  /**
+   * Creates a file (RFC 1813 CREATE semantics). For `exclusive`, the verifier is kept in the
+   * file's atime and mtime, as Linux's nfsd does, so a retransmitted create is recognised even
+   * after a restart; the client then sets the real times with SETATTR.
+   */
+  async create(
+    name: string,
+    mode: CreateMode,
+    attrs: SetAttributes,
+    verifier: Uint8Array | undefined,
+  ): Promise<bigint> {
+    const path = join(this.dir, name);
+    if (mode === 'exclusive') {
+      const v = Buffer.from(verifier ?? new Uint8Array(8));
+      const [hi, lo] = [v.readUInt32BE(0), v.readUInt32BE(4)];
+      try {
+        const fh = await open(path, constants.O_CREAT | constants.O_EXCL | constants.O_RDWR, 0o644);
+        await fh.close();
+        await utimes(path, hi, lo);
+      } catch (err) {
+        if ((err as { code?: string }).code !== 'EEXIST') throw err;
+        const st = await stat(path);
+        if (Math.floor(st.atimeMs / 1000) !== hi || Math.floor(st.mtimeMs / 1000) !== lo) throw err;
+      }
+      return this.lookup(name);
+    }
+    const flags =
+      constants.O_CREAT | constants.O_RDWR | (mode === 'guarded' ? constants.O_EXCL : 0);
+    const fh = await open(path, flags, attrs.mode ?? 0o644);
+    await fh.close();
+    const ino = await this.lookup(name);
+    await this.setattr(ino, attrs);
+    return ino;
+  }
+
+  async remove(name: string): Promise<void> {
+    const ino = await this.lookup(name);
+    this.#forget(ino);
+    await rm(join(this.dir, name));
+  }
+
+  /** Renames within the folder, replacing an existing file. */
+  async rename(from: string, to: string): Promise<void> {
+    const ino = await this.lookup(from);
+    await rename(join(this.dir, from), join(this.dir, to));
+    this.#byIno.set(ino, to);
+  }
+
+  async setattr(ino: bigint, attrs: SetAttributes): Promise<void> {
+    const path = join(this.dir, await this.nameOf(ino));
+    if (attrs.size !== undefined) await truncate(path, attrs.size);
+    if (attrs.mode !== undefined) await chmod(path, attrs.mode & 0o7777);
+    if (attrs.uid !== undefined || attrs.gid !== undefined) {
+      const st = await stat(path);
+      await chown(path, attrs.uid ?? st.uid, attrs.gid ?? st.gid);
+    }
+    if (attrs.atime !== undefined || attrs.mtime !== undefined) {
+      const st = await stat(path);
+      const t = (v: SetAttributes['atime'], current: Date) =>
+        v === undefined ? current : v === 'server' ? new Date() : v.seconds + v.nanoseconds / 1e9;
+      await utimes(path, t(attrs.atime, st.atime), t(attrs.mtime, st.mtime));
+    }
+  }
+
+  /** Closes every open file. */
+  async close(): Promise<void> {
+    const handles = [...this.#handles.values()];
+    this.#handles.clear();
+    await Promise.allSettled(handles.map(async (h) => (await h).close()));
+  }
+
+  #handle(ino: bigint): Promise<FileHandle> {
+    let h = this.#handles.get(ino);
+    if (!h) {
+      h = this.nameOf(ino).then((name) => open(join(this.dir, name), 'r+'));
+      h.catch(() => this.#handles.delete(ino));
+      this.#handles.set(ino, h);
+    }
+    return h;
+  }
+
+  #forget(ino: bigint): void {
+    const h = this.#handles.get(ino);
+    this.#handles.delete(ino);
+    h?.then((fh) => fh.close()).catch(() => {});
+  }
+}
