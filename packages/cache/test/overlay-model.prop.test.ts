@@ -382,7 +382,7 @@ describe('WriteOverlay over a ReadCache, against a byte-array model', () => {
         base.expectUntouched();
         await new Promise((resolve) => setImmediate(resolve));
       }),
-      { numRuns: numRuns(120, 1000) },
+      { numRuns: numRuns(300, 2000) },
     );
   });
 });

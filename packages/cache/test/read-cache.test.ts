@@ -200,6 +200,32 @@ describe('ReadCache free-space floor', () => {
     await cache.close();
   });
 
+  it('asks an injected statfs, and grows only up to the floor it reports', async () => {
+    const base = new ReadOnlyBase(randomBytesFrom(11, 4 * MiB));
+    const total = 100 * MiB;
+    const floor = 0.05 * total;
+    const calls: string[] = [];
+    let cache: ReadCache | undefined;
+    // A volume whose only user is the cache: free space is what the cache has not taken.
+    const statfs = async (path: string) => {
+      calls.push(path);
+      return {
+        totalBytes: total,
+        freeBytes: floor + 3 * 64 * KiB + 1000 - (cache?.stats().fileBytes ?? 0),
+      };
+    };
+    cache = await memCache(base, { blockSize: 64 * KiB, maxBytes: 4 * MiB, statfs });
+    for (let b = 0; b < 20; b++) await cache.read(b * 64 * KiB, 64 * KiB);
+    expect(cache.stats()).toMatchObject({
+      fileBytes: 3 * 64 * KiB,
+      floorBytes: floor,
+      blocksPruned: 17,
+    });
+    expect(calls.length).toBeGreaterThan(0);
+    expect(calls.every((p) => p === '/c')).toBe(true);
+    await cache.close();
+  });
+
   it('takes an absolute floor, and gives space back when the volume falls below it', async () => {
     const fs = new CrashFs(4 * MiB);
     const base = new ReadOnlyBase(randomBytesFrom(7, 8 * MiB));

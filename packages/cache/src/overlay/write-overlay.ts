@@ -737,7 +737,8 @@ export class WriteOverlay implements WritableBlockSource {
   }
 
   /**
-   * Writes pieces `[offset, bytes]` in grains the caller locked, as one change: journal room for
+   * Writes pieces `[offset, bytes]` (each in grains of its own: no two pieces may share a grain)
+   * in grains the caller locked, as one change: journal room for
    * their commit (plus `extraRuns` runs the caller will add) is reserved and every new slot is
    * written before anything becomes visible, so running out of space changes nothing.
    */
