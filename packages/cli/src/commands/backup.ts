@@ -1,10 +1,12 @@
 import {
   type BackupDisk,
+  type BlockSource,
   type CodecName,
   FileBlockSource,
   type Firmware,
   type VmConfig,
 } from '@ivmr/core';
+import { openVmdk } from '@ivmr/vmdk';
 import { type Command, Option } from 'commander';
 import { checkRangesWithin, readChangedBlocks } from '../changed-blocks.js';
 import { formatBytes } from '../format.js';
@@ -84,9 +86,9 @@ export async function runBackup(images: string[], flags: BackupFlags, io: CliIo)
       );
     }
   }
-  const sources: FileBlockSource[] = [];
+  const sources: BlockSource[] = [];
   try {
-    for (const path of images) sources.push(await FileBlockSource.open(path));
+    for (const path of images) sources.push(await openImage(path));
     const changed = flags.changedBlocks
       ? await Promise.all(flags.changedBlocks.map((file) => readChangedBlocks(file)))
       : undefined;
@@ -95,7 +97,7 @@ export async function runBackup(images: string[], flags: BackupFlags, io: CliIo)
     });
     const disks: BackupDisk[] = sources.map((source, i) => ({
       source,
-      path: source.path,
+      path: images[i],
       name: flags.diskName?.[i],
       changedRanges: changed?.[i],
     }));
@@ -139,7 +141,7 @@ export async function runBackup(images: string[], flags: BackupFlags, io: CliIo)
     }
     return 0;
   } finally {
-    for (const s of sources) await s.close();
+    for (const s of sources) await s.close?.();
   }
 }
 
@@ -153,4 +155,12 @@ function vmConfigFlags(flags: BackupFlags): Partial<VmConfig> {
     controller: flags.controller,
   };
   return Object.fromEntries(Object.entries(given).filter(([, v]) => v !== undefined));
+}
+
+/**
+ * Opens a disk image: a VMDK (text descriptor with flat extents, monolithicSparse or
+ * streamOptimized, as in OVA exports) when the name ends in `.vmdk`, else a raw image.
+ */
+async function openImage(path: string): Promise<BlockSource> {
+  return path.toLowerCase().endsWith('.vmdk') ? openVmdk(path) : FileBlockSource.open(path);
 }
