@@ -137,9 +137,15 @@ export function verifyArgs(job, o) {
  * @property {number | null} exitCode
  */
 
+/** Spawn options for fio: its own process group, so that a deadline kills its job processes too. */
+export const FIO_SPAWN = /** @type {const} */ ({
+  stdio: ['ignore', 'pipe', 'pipe'],
+  detached: true,
+});
+
 /**
- * Runs fio (spawned by `spawnFio`) and kills it when it is not done within `deadlineMs`: a
- * libnfs client that hangs must not hang the benchmark.
+ * Runs fio (spawned by `spawnFio`, with {@link FIO_SPAWN}) and kills it when it is not done
+ * within `deadlineMs`: a libnfs client that hangs must not hang the benchmark.
  * @param {() => import('node:child_process').ChildProcess} spawnFio
  * @param {number} deadlineMs
  * @returns {Promise<FioRun>}
@@ -158,7 +164,12 @@ export async function runFio(spawnFio, deadlineMs) {
   let hung = false;
   const timer = setTimeout(() => {
     hung = true;
-    proc.kill('SIGKILL');
+    // fio forks a process per job, which holds the pipes open: kill the whole group.
+    try {
+      if (proc.pid !== undefined) process.kill(-proc.pid, 'SIGKILL');
+    } catch {
+      proc.kill('SIGKILL');
+    }
   }, deadlineMs);
   const exitCode = await new Promise((resolve, reject) => {
     proc.once('error', reject);

@@ -19,7 +19,16 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { machineBusySeconds, median } from '../core/measure.mjs';
 import { generate } from './content.mjs';
-import { figures, JOBS, runFio, timedArgs, VERIFY_JOBS, verifyArgs, verifyResult } from './fio.mjs';
+import {
+  FIO_SPAWN,
+  figures,
+  JOBS,
+  runFio,
+  timedArgs,
+  VERIFY_JOBS,
+  verifyArgs,
+  verifyResult,
+} from './fio.mjs';
 import { openNamespace } from './namespace.mjs';
 import { reapedChildrenCpuSeconds } from './processes.mjs';
 import { markdown, writeResults } from './report.mjs';
@@ -200,10 +209,7 @@ async function main() {
       const args = verifyArgs(v, { url: s.exportUrl, fileName: WRITE_FILE });
       let error = null;
       for (const dir of /** @type {const} */ (['write', 'read'])) {
-        const run = await runFio(
-          () => ns.spawn([tools.fio, ...args[dir]], { stdio: pipes }),
-          120_000,
-        );
+        const run = await runFio(() => ns.spawn([tools.fio, ...args[dir]], FIO_SPAWN), 120_000);
         error = verifyResult(run, dir, v);
         if (error !== null) break;
       }
@@ -224,12 +230,9 @@ async function main() {
         const others = servers.filter((o) => o !== s);
         const size = job.file === 'read' ? options.size : options.writeSize;
         const file = job.file === 'read' ? READ_FILE : WRITE_FILE;
-        const args = timedArgs(job, { url: s.exportUrl, fileName: file, size, ...options });
+        const args = timedArgs(job, { ...options, url: s.exportUrl, fileName: file, size });
         const before = snapshot(s, others);
-        const run = await runFio(
-          () => ns.spawn([tools.fio, ...args], { stdio: pipes }),
-          deadlineMs,
-        );
+        const run = await runFio(() => ns.spawn([tools.fio, ...args], FIO_SPAWN), deadlineMs);
         const after = snapshot(s, others);
         const f = run.hung ? { error: 'hung' } : figures(run, job);
         const wall = run.wallSeconds;

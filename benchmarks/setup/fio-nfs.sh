@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Builds fio with its nfs engine (libnfs) from Debian's own source package and caches the binary:
-# Debian's fio package is built without the nfs engine. Idempotent: once the binary is cached,
-# it only prints its path. Installs what is missing (needs root for apt-get):
+# Debian's fio package is built without the nfs engine. One patch is applied to the engine
+# (fio-nfs-reap-before-umount.patch, beside this script): at the end of a job it reaps the I/Os
+# still in flight before nfs_umount(), which otherwise hangs now and then with libnfs 4.0 (see
+# the patch and benchmarks/README.md). Idempotent: once the binary is cached, it only prints its
+# path. Installs what is missing (needs root for apt-get):
 #   - a deb-src entry for each Debian `deb` source (written to
 #     /etc/apt/sources.list.d/ivmr-bench-deb-src.sources) when there is none,
 #   - the build tools and the -dev packages fio's nfs engine needs (libnfs-dev, zlib, libaio).
@@ -23,7 +26,11 @@ command -v apt-cache >/dev/null || die 'apt-cache not found: this script builds 
 version="$(apt-cache policy fio 2>/dev/null | awk '/Candidate:/ { print $2 }')"
 [[ -n "$version" && "$version" != '(none)' ]] ||
   die 'apt knows no fio package (run apt-get update as root?)'
-dest="$cache_root/fio/$version"
+# The patch's hash is part of the cache key: a changed patch means a new build.
+patch_file="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/fio-nfs-reap-before-umount.patch"
+[[ -f "$patch_file" ]] || die "missing $patch_file"
+patch_id="$(sha256sum "$patch_file" | cut -c1-12)"
+dest="$cache_root/fio/$version-$patch_id"
 bin="$dest/fio"
 
 has_nfs_engine() { "$1" --enghelp=nfs 2>/dev/null | grep -q nfs_url; }
@@ -71,7 +78,7 @@ fi
 
 # What fio's configure needs for the engines we use: libnfs for nfs; libaio and zlib as
 # Debian's build has them. dpkg-dev unpacks the source package.
-deps=(build-essential dpkg-dev pkg-config libnfs-dev zlib1g-dev libaio-dev)
+deps=(build-essential dpkg-dev pkg-config patch libnfs-dev zlib1g-dev libaio-dev)
 missing=()
 for p in "${deps[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -92,6 +99,9 @@ say "fetching Debian's fio $version source into $work"
 (cd "$work" && apt-get source -qq "fio=$version" >&2) || die "apt-get source fio=$version failed"
 srcdir="$(find "$work" -mindepth 1 -maxdepth 1 -type d -name 'fio-*' | head -n 1)"
 [[ -n "$srcdir" ]] || die "no fio-* directory after apt-get source in $work"
+
+say "applying $(basename "$patch_file")"
+(cd "$srcdir" && patch -p1 --forward --quiet <"$patch_file") >&2 || die "the patch does not apply to fio $version"
 
 say "configuring $srcdir"
 (cd "$srcdir" && ./configure) >"$work/configure.log" 2>&1 || {
