@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds fio with its nfs engine (libnfs) from Debian's own source package and caches the binary:
 # Debian's fio package is built without the nfs engine. One patch is applied to the engine
-# (fio-nfs-reap-before-umount.patch, beside this script): at the end of a job it reaps the I/Os
+# (fio-nfs-reap-before-umount.patch, beside this script): when it closes a file it reaps the I/Os
 # still in flight before nfs_umount(), which otherwise hangs now and then with libnfs 4.0 (see
 # the patch and benchmarks/README.md). Idempotent: once the binary is cached, it only prints its
 # path. Installs what is missing (needs root for apt-get):
