@@ -162,6 +162,8 @@ export async function runFio(spawnFio, deadlineMs) {
     stderr = (stderr + d).slice(-16384);
   });
   let hung = false;
+  /** @type {NodeJS.Timeout | undefined} */
+  let orphanTimer;
   const timer = setTimeout(() => {
     hung = true;
     // fio forks a process per job, which holds the pipes open: kill the whole group.
@@ -170,11 +172,19 @@ export async function runFio(spawnFio, deadlineMs) {
     } catch {
       proc.kill('SIGKILL');
     }
+    // Should anything outside the group still hold the pipes, stop waiting for them.
+    orphanTimer = setTimeout(() => {
+      proc.stdout?.destroy();
+      proc.stderr?.destroy();
+    }, 5000);
   }, deadlineMs);
   const exitCode = await new Promise((resolve, reject) => {
     proc.once('error', reject);
     proc.once('close', (code) => resolve(code));
-  }).finally(() => clearTimeout(timer));
+  }).finally(() => {
+    clearTimeout(timer);
+    clearTimeout(orphanTimer);
+  });
   const wallSeconds = (performance.now() - started) / 1000;
   let json = null;
   if (!hung) {
