@@ -349,6 +349,21 @@ bios.hddOrder = "scsi0:0"
     }
   });
 
+  it('reads U+FFFD as text, but names the line of bytes that are not UTF-8', () => {
+    const text = 'displayName = "a\ufffdb"\nmemSize = "64"\n';
+    expect(parseVmx(text).config.name).toBe('a\ufffdb');
+    expect(parseVmx(Buffer.from(text, 'utf8')).config.name).toBe('a\ufffdb');
+    const invalid = Buffer.concat([
+      Buffer.from('memSize = "64"\ndisplayName = "a'),
+      Buffer.from([0xff, 0xfe]),
+      Buffer.from('"\n'),
+    ]);
+    const err = failure(() => parseVmx(invalid));
+    expect(err.code).toBe(ErrorCode.FORMAT);
+    expect(err.details.line).toBe(2);
+    expect(err.message).toMatch(/binary data/);
+  });
+
   it('names the key a required entry misses, and accepts a default name', () => {
     const err = failure(() => parseVmx('displayName = "a"\n'));
     expect(isIvmrError(err, ErrorCode.FORMAT)).toBe(true);

@@ -67,7 +67,10 @@ const BUS_ORDER: readonly DiskBus[] = ['ide', 'sata', 'scsi', 'nvme'];
  */
 export function parseVmx(input: string | Uint8Array, options: ParseVmxOptions = {}): ParsedVmx {
   const what = options.name ?? '.vmx';
-  const text = typeof input === 'string' ? input : decode(input, what);
+  // U+FFFD in text given as a string is a character like any other; in decoded bytes it may
+  // stand for bytes that are not text, which only a strict decode can tell.
+  const { text, undecodable } =
+    typeof input === 'string' ? { text: input, undecodable: false } : decode(input, what);
   const entries = new Map<string, string>();
   const lineOf = new Map<string, number>();
   const lines = text.split('\n');
@@ -75,7 +78,7 @@ export function parseVmx(input: string | Uint8Array, options: ParseVmxOptions = 
     let line = lines[i]!;
     if (i === 0 && line.startsWith('\ufeff')) line = line.slice(1);
     if (line.endsWith('\r')) line = line.slice(0, -1);
-    if (hasBinary(line)) {
+    if (hasBinary(line, undecodable)) {
       throw lineError(what, i + 1, 'binary data, not a .vmx entry');
     }
     const m = ENTRY.exec(line);
@@ -90,19 +93,25 @@ export function parseVmx(input: string | Uint8Array, options: ParseVmxOptions = 
   return new VmxReader(what, entries, lineOf, options).read();
 }
 
-function decode(bytes: Uint8Array, what: string): string {
+function decode(bytes: Uint8Array, what: string): { text: string; undecodable: boolean } {
   const head = Buffer.from(bytes.buffer, bytes.byteOffset, Math.min(bytes.length, 4096)).toString(
     'latin1',
   );
   const declared = /^[ \t]*\.encoding[ \t]*=[ \t]*"([^"]*)"/im.exec(head)?.[1];
   const label = declared && !/^utf-?8$/i.test(declared) ? declared : 'utf-8';
+  let decoder: InstanceType<typeof TextDecoder>;
   try {
-    return new TextDecoder(label).decode(bytes);
+    decoder = new TextDecoder(label, { fatal: true });
   } catch {
     throw new IvmrError(
       ErrorCode.UNSUPPORTED,
       `${what}: .encoding "${declared}" cannot be decoded here`,
     );
+  }
+  try {
+    return { text: decoder.decode(bytes), undecodable: false };
+  } catch {
+    return { text: new TextDecoder(label).decode(bytes), undecodable: true };
   }
 }
 
