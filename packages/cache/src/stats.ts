@@ -9,6 +9,8 @@ export interface CacheStats {
   readonly misses: number;
   /** Bytes read from the backup (by the read cache, or by the overlay when there is none). */
   readonly bytesFromBase: number;
+  /** Bytes of backup reads the read cache served from local disk. */
+  readonly bytesFromCache: number;
   /** Bytes the read cache dropped to make room. */
   readonly bytesPruned: number;
   /** Bytes of the overlay changed since its last flush. */
@@ -34,6 +36,7 @@ export function cacheStats(
     hits: r?.hits ?? 0,
     misses: r?.misses ?? 0,
     bytesFromBase: r ? r.bytesFromSource : o.baseBytesRead,
+    bytesFromCache: r?.bytesFromCache ?? 0,
     bytesPruned: r?.bytesPruned ?? 0,
     dirtyBytes: o.dirtyBytes,
     overlayBytes: o.usedBytes,

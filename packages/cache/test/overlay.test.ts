@@ -175,6 +175,30 @@ describe('WriteOverlay modes', () => {
     await expect(stat(join(dir, 'none'))).rejects.toThrow();
   });
 
+  it('seal inside whileQuiesced refuses the writes that waited for the pause, keeps the rest', async () => {
+    const dir = await tempDir();
+    const base = baseOf(8 * KiB);
+    const ov = await WriteOverlay.open(base, { dir });
+    await ov.write(0, new Uint8Array([7]));
+    let waiting: Promise<unknown> | undefined;
+    await ov.whileQuiesced(async () => {
+      // This write starts while writes are paused: it must not be acknowledged after the seal.
+      waiting = ov.write(1, new Uint8Array([8])).catch((e: unknown) => e);
+      await new Promise((r) => setTimeout(r, 10));
+      ov.seal();
+    });
+    const err = await waiting;
+    expect(isIvmrError(err, ErrorCode.UNSUPPORTED)).toBe(true);
+    expect(ov.sealed).toBe(true);
+    expect([...(await ov.read(0, 2))]).toEqual([7, (await base.read(1, 1))[0]]);
+    await expect(ov.discard(0, 1)).rejects.toMatchObject({ code: ErrorCode.UNSUPPORTED });
+    await ov.flush();
+    await ov.close();
+    const again = await WriteOverlay.open(base, { dir });
+    expect((await again.read(0, 1))[0]).toBe(7);
+    await again.close();
+  });
+
   it('refuses an overlay made with another grain size or over a base of another size', async () => {
     const dir = await tempDir();
     const p = await WriteOverlay.open(baseOf(8 * KiB), { dir, grainSize: 512 });

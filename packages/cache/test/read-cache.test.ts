@@ -64,11 +64,17 @@ describe('ReadCache hits and misses', () => {
       misses: 1,
       sourceReads: 1,
       bytesFromSource: 64 * KiB,
+      bytesFromCache: 0,
     });
     const readsBefore = base.reads;
     expectBytes(await cache.read(5000, 60_000), await base.read(5000, 60_000));
     expect(base.reads - readsBefore, 'source reads for a hit').toBe(1);
-    expect(cache.stats()).toMatchObject({ hits: 1, misses: 1, sourceReads: 1 });
+    expect(cache.stats()).toMatchObject({
+      hits: 1,
+      misses: 1,
+      sourceReads: 1,
+      bytesFromCache: 60_000,
+    });
     // A read across three blocks: one hit, two misses.
     expectBytes(await cache.read(60 * KiB, 100 * KiB), await base.read(60 * KiB, 100 * KiB));
     expect(cache.stats()).toMatchObject({ hits: 2, misses: 3, sourceReads: 3 });
@@ -269,6 +275,36 @@ describe('ReadCache free-space floor', () => {
     await expect(
       requireRecoverySpace({ dir: '/cache', vmSize: 100 * GiB, minFreeBytes: 10 * GiB, statfs }),
     ).resolves.toMatchObject({ freeBytes: 12 * GiB });
+  });
+
+  it('adds the floor to the per-VM minimum when asked', async () => {
+    const statfs = async () => ({ totalBytes: 100 * GiB, freeBytes: 12 * GiB });
+    // 10 GiB for the VM + 5% of 100 GiB = 15 GiB > 12 GiB free.
+    const err = await requireRecoverySpace({
+      dir: '/cache',
+      vmSize: 1 * GiB,
+      minFreeBytes: 10 * GiB,
+      floorFraction: 0.05,
+      statfs,
+    }).catch((e: unknown) => e);
+    expect(isIvmrError(err, ErrorCode.NO_SPACE)).toBe(true);
+    expect((err as Error).message).toContain('a floor of 5 GiB');
+    expect((err as { details: unknown }).details).toMatchObject({
+      requiredBytes: 15 * GiB,
+      floorBytes: 5 * GiB,
+    });
+    await expect(
+      requireRecoverySpace({
+        dir: '/cache',
+        vmSize: 1 * GiB,
+        minFreeBytes: 6 * GiB,
+        floorFraction: 0.05,
+        statfs,
+      }),
+    ).resolves.toMatchObject({ freeBytes: 12 * GiB });
+    await expect(
+      requireRecoverySpace({ dir: '/cache', vmSize: 1, floorFraction: 1, statfs }),
+    ).rejects.toMatchObject({ code: ErrorCode.INVALID_ARGUMENT });
   });
 });
 

@@ -6,6 +6,17 @@ import { defineList, type ListFlags, runList } from './commands/list.js';
 import { defineRepair, type RepairFlags, runRepair } from './commands/repair.js';
 import { defineRestore, type RestoreFlags, runRestore } from './commands/restore.js';
 import { defineServe, runServe, type ServeFlags } from './commands/serve.js';
+import {
+  defineMigrate,
+  defineSessions,
+  defineStop,
+  type MigrateFlags,
+  runMigrate,
+  runSessions,
+  runStop,
+  type SessionsFlags,
+  type StopFlags,
+} from './commands/sessions.js';
 import { defineVerify, runVerify, type VerifyFlags } from './commands/verify.js';
 import { type CliIo, ExitCode, processIo, reportError } from './io.js';
 
@@ -61,5 +72,10 @@ function createProgram(io: CliIo, exit: (code: number) => void): Command {
   defineForget(program).action(async (flags: ForgetFlags) => exit(await runForget(flags, io)));
   defineRepair(program).action(async (flags: RepairFlags) => exit(await runRepair(flags, io)));
   defineServe(program).action(async (flags: ServeFlags) => exit(await runServe(flags, io)));
+  defineSessions(program).action(async (flags: SessionsFlags) =>
+    exit(await runSessions(flags, io)),
+  );
+  defineStop(program).action(async (flags: StopFlags) => exit(await runStop(flags, io)));
+  defineMigrate(program).action(async (flags: MigrateFlags) => exit(await runMigrate(flags, io)));
   return program;
 }

@@ -1,5 +1,8 @@
-import { spawn } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
+import { readdir, readFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 /** The built command. CLI tests run it as users do; they never import its source. */
@@ -106,4 +109,83 @@ export function mutate(img: Buffer, seed: number, count: number): { img: Buffer;
     ranges.push({ offset, length });
   }
   return { img: next, ranges };
+}
+
+/** The JSON readiness line of `ivmr serve --json` (the fields the tests use). */
+export interface Ready {
+  readonly nfsPort: number;
+  readonly portmapPort: number | null;
+  readonly sessions: { name: string; vm: string; point: string; disks: string[] }[];
+}
+
+/** Starts `ivmr serve ... --json` and resolves with the child and its readiness line. */
+export function startServe(
+  args: string[],
+): Promise<{ child: ChildProcess; ready: Ready; stderr: () => string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [CLI, 'serve', ...args, '--json'], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let out = '';
+    let err = '';
+    child.stderr!.on('data', (b: Buffer) => {
+      err += b.toString();
+    });
+    child.stdout!.on('data', (b: Buffer) => {
+      out += b.toString();
+      const line = out.split('\n').find((l) => l.startsWith('{'));
+      if (line) resolve({ child, ready: JSON.parse(line) as Ready, stderr: () => err });
+    });
+    child.on('exit', (code) =>
+      reject(new Error(`ivmr serve exited with ${code} before it was ready: ${err}`)),
+    );
+  });
+}
+
+/** Resolves when `child` has exited (at once when it has already). */
+export function exited(child: ChildProcess): Promise<void> {
+  return child.exitCode !== null || child.signalCode !== null
+    ? Promise.resolve()
+    : new Promise((r) => child.once('exit', () => r()));
+}
+
+/** SHA-256 over the paths and contents of every file under `dir` except lock files. */
+export async function hashTree(dir: string): Promise<string> {
+  const h = createHash('sha256');
+  for (const e of (await readdir(dir, { recursive: true, withFileTypes: true })).sort((a, b) =>
+    join(a.parentPath, a.name) < join(b.parentPath, b.name) ? -1 : 1,
+  )) {
+    const p = join(e.parentPath, e.name);
+    if (e.isFile() && !p.includes('/locks/')) h.update(p).update(await readFile(p));
+  }
+  return h.digest('hex');
+}
+
+/** One pino log line of `ivmr serve` (JSON on stderr). */
+export interface LogLine {
+  readonly level: number;
+  readonly msg: string;
+  readonly [key: string]: unknown;
+}
+
+/**
+ * The log lines of a server's stderr; a line that is not JSON fails the test (every line the
+ * server writes while it runs is a log record).
+ */
+export function logLines(stderr: string): LogLine[] {
+  return stderr
+    .split('\n')
+    .filter((l) => l.trim() !== '')
+    .map((l) => {
+      try {
+        return JSON.parse(l) as LogLine;
+      } catch {
+        throw new Error(`not a JSON log line: ${l}`);
+      }
+    });
+}
+
+/** The warn, error and fatal records (pino level >= 40). */
+export function problems(stderr: string): LogLine[] {
+  return logLines(stderr).filter((l) => l.level >= 40);
 }

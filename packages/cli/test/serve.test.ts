@@ -1,6 +1,5 @@
-import { type ChildProcess, spawn } from 'node:child_process';
-import { createHash } from 'node:crypto';
-import { readdir, readFile, writeFile } from 'node:fs/promises';
+import type { ChildProcess } from 'node:child_process';
+import { readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
@@ -11,56 +10,9 @@ import {
   runOk,
   tempDir,
 } from '../../nfs/test/real-clients/harness.js';
-import { CLI, checkBuilt, ivmr, pseudoRandom } from './helpers.js';
+import { checkBuilt, exited, hashTree, ivmr, pseudoRandom, startServe } from './helpers.js';
 
 const MIB = 1024 * 1024;
-
-interface Ready {
-  readonly nfsPort: number;
-  readonly portmapPort: number | null;
-  readonly sessions: { name: string; disks: string[] }[];
-}
-
-/** Starts `ivmr serve ... --json` and resolves with the child and its readiness line. */
-function startServe(
-  args: string[],
-): Promise<{ child: ChildProcess; ready: Ready; stderr: () => string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [CLI, 'serve', ...args, '--json'], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let out = '';
-    let err = '';
-    child.stderr!.on('data', (b: Buffer) => {
-      err += b.toString();
-    });
-    child.stdout!.on('data', (b: Buffer) => {
-      out += b.toString();
-      const line = out.split('\n').find((l) => l.startsWith('{'));
-      if (line) resolve({ child, ready: JSON.parse(line) as Ready, stderr: () => err });
-    });
-    child.on('exit', (code) =>
-      reject(new Error(`ivmr serve exited with ${code} before it was ready: ${err}`)),
-    );
-  });
-}
-
-function exited(child: ChildProcess): Promise<void> {
-  return child.exitCode !== null || child.signalCode !== null
-    ? Promise.resolve()
-    : new Promise((r) => child.once('exit', () => r()));
-}
-
-async function hashTree(dir: string): Promise<string> {
-  const h = createHash('sha256');
-  for (const e of (await readdir(dir, { recursive: true, withFileTypes: true })).sort((a, b) =>
-    join(a.parentPath, a.name) < join(b.parentPath, b.name) ? -1 : 1,
-  )) {
-    const p = join(e.parentPath, e.name);
-    if (e.isFile() && !p.includes('/locks/')) h.update(p).update(await readFile(p));
-  }
-  return h.digest('hex');
-}
 
 describe('ivmr serve', () => {
   let tools: ReturnType<typeof requireTools>;

@@ -5,6 +5,7 @@
  *
  * @packageDocumentation
  */
+export { describeCall } from './call-names.js';
 export { NfsError, NfsErrorCode, type NfsErrorCodeValue } from './errors.js';
 export type { ExportOptions } from './exports.js';
 export {
@@ -24,7 +25,7 @@ export {
   statusOfError,
 } from './filesystem.js';
 export { MAX_HANDLE_SIZE } from './handles.js';
-export type { CallEvent, RemoteInfo } from './rpc/dispatcher.js';
+export type { CallEvent, RemoteInfo, RpcCall } from './rpc/dispatcher.js';
 export {
   NfsServer,
   type NfsServerAddress,

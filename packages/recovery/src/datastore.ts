@@ -1,11 +1,13 @@
 import { createHash } from 'node:crypto';
 import { statfs } from 'node:fs/promises';
+import { ErrorCode, isIvmrError } from '@ivmr/core';
 import type {
   CreateMode,
   DirectoryEntry,
   FileAttributes,
   FsStat,
   NfsFileSystem,
+  NfsRequestContext,
   NfsTime,
   SetAttributes,
   StableHow,
@@ -30,6 +32,8 @@ export class RecoveryDatastore implements NfsFileSystem {
   #verifier: Uint8Array | undefined;
   /** Last write time per flat extent id, for mtime. */
   readonly #written = new Map<bigint, NfsTime>();
+  /** Per session number: client address -> last call (ms since the epoch). */
+  readonly #clients = new Map<number, Map<string, number>>();
 
   constructor(cacheDir: string, sessions: readonly RecoverySession[] = []) {
     this.#cacheDir = cacheDir;
@@ -47,6 +51,7 @@ export class RecoveryDatastore implements NfsFileSystem {
   /** Unpublishes a session's folder (its handles become STALE). */
   unpublish(session: RecoverySession): void {
     this.#sessions.delete(session.state.number);
+    this.#clients.delete(session.state.number);
     this.#verifier = undefined;
   }
 
@@ -55,8 +60,14 @@ export class RecoveryDatastore implements NfsFileSystem {
     return [...this.#sessions.values()];
   }
 
-  async getattr(id: bigint): Promise<FileAttributes> {
-    const t = this.#target(id);
+  /** The clients that reached a session's folder, with the time of their last call (ms). */
+  clientsOf(session: RecoverySession): { address: string; lastSeen: number }[] {
+    const m = this.#clients.get(session.state.number);
+    return m ? [...m].map(([address, lastSeen]) => ({ address, lastSeen })) : [];
+  }
+
+  async getattr(id: bigint, ctx?: NfsRequestContext): Promise<FileAttributes> {
+    const t = this.#target(id, ctx);
     switch (t.kind) {
       case IdKind.Root:
         return dirAttrs(id, 2 + this.#sessions.size, this.#started);
@@ -67,7 +78,7 @@ export class RecoveryDatastore implements NfsFileSystem {
         const mtime = this.#written.get(id) ?? this.#started;
         return {
           type: 'file',
-          mode: t.session!.state.mode === 'read-only' ? 0o444 : 0o644,
+          mode: t.session!.readOnly ? 0o444 : 0o644,
           nlink: 1,
           uid: 0,
           gid: 0,
@@ -84,8 +95,8 @@ export class RecoveryDatastore implements NfsFileSystem {
     }
   }
 
-  async lookup(dirId: bigint, name: string): Promise<bigint> {
-    const t = this.#target(dirId);
+  async lookup(dirId: bigint, name: string, ctx?: NfsRequestContext): Promise<bigint> {
+    const t = this.#target(dirId, ctx);
     if (t.kind === IdKind.Root) {
       for (const s of this.#sessions.values()) {
         if (s.name === name) return makeId(IdKind.Folder, s.state.number, 0n);
@@ -99,8 +110,13 @@ export class RecoveryDatastore implements NfsFileSystem {
     return this.#hostId(session, await session.files.lookup(name));
   }
 
-  async read(id: bigint, offset: number, count: number): Promise<Uint8Array> {
-    const t = this.#target(id);
+  async read(
+    id: bigint,
+    offset: number,
+    count: number,
+    ctx?: NfsRequestContext,
+  ): Promise<Uint8Array> {
+    const t = this.#target(id, ctx);
     if (t.kind === IdKind.Root || t.kind === IdKind.Folder) throw NfsStatusError.of('ISDIR');
     if (t.kind === IdKind.Flat) {
       const { extent } = t.disk!;
@@ -142,14 +158,24 @@ export class RecoveryDatastore implements NfsFileSystem {
     };
   }
 
-  async write(id: bigint, offset: number, data: Uint8Array, stable: StableHow): Promise<StableHow> {
-    const t = this.#target(id);
+  async write(
+    id: bigint,
+    offset: number,
+    data: Uint8Array,
+    stable: StableHow,
+    ctx?: NfsRequestContext,
+  ): Promise<StableHow> {
+    const t = this.#target(id, ctx);
     if (t.kind === IdKind.Root || t.kind === IdKind.Folder) throw NfsStatusError.of('ISDIR');
     if (t.kind === IdKind.Host) return t.session!.files.write(t.local, offset, data, stable);
     const { extent } = this.#writableDisk(t);
     if (offset + data.length > extent.size)
       throw NfsStatusError.of('FBIG', 'a flat extent cannot grow by writing');
-    await extent.write(offset, data);
+    try {
+      await extent.write(offset, data);
+    } catch (err) {
+      throw overlayStatus(err);
+    }
     const now = Date.now();
     this.#written.set(id, { seconds: Math.floor(now / 1000), nanoseconds: (now % 1000) * 1e6 });
     if (stable === 'unstable') return stable;
@@ -157,8 +183,8 @@ export class RecoveryDatastore implements NfsFileSystem {
     return 'file_sync';
   }
 
-  async commit(id: bigint): Promise<void> {
-    const t = this.#target(id);
+  async commit(id: bigint, ctx?: NfsRequestContext): Promise<void> {
+    const t = this.#target(id, ctx);
     if (t.kind === IdKind.Flat) await t.disk!.extent.flush();
     else if (t.kind === IdKind.Host) await t.session!.files.commit(t.local);
   }
@@ -222,8 +248,14 @@ export class RecoveryDatastore implements NfsFileSystem {
     // Mode, owner and times of folders and flat extents are fixed; accepting them keeps clients happy.
   }
 
-  /** Resolves an id; STALE for ids of unknown sessions, disks or kinds. */
-  #target(id: bigint): {
+  /**
+   * Resolves an id; STALE for ids of unknown sessions, disks or kinds. Records the client of a
+   * call that reaches a session.
+   */
+  #target(
+    id: bigint,
+    ctx?: NfsRequestContext,
+  ): {
     kind: IdKind;
     session?: RecoverySession;
     disk?: SessionDisk;
@@ -233,6 +265,14 @@ export class RecoveryDatastore implements NfsFileSystem {
     const parts = splitId(id);
     const session = parts ? this.#sessions.get(parts.session) : undefined;
     if (!parts || !session) throw NfsStatusError.of('STALE');
+    if (ctx) {
+      let m = this.#clients.get(parts.session);
+      if (!m) {
+        m = new Map();
+        this.#clients.set(parts.session, m);
+      }
+      m.set(ctx.clientAddress, Date.now());
+    }
     if (parts.kind === IdKind.Flat) {
       const disk = session.disks[Number(parts.local)];
       if (!disk) throw NfsStatusError.of('STALE');
@@ -250,14 +290,14 @@ export class RecoveryDatastore implements NfsFileSystem {
       throw NfsStatusError.of('ACCES', 'VM folders are made by starting a session');
     if (t.kind !== IdKind.Folder) throw NfsStatusError.of('NOTDIR');
     const session = t.session!;
-    if (session.state.mode === 'read-only') throw NfsStatusError.of('ROFS');
+    if (session.readOnly) throw NfsStatusError.of('ROFS');
     if (session.disks.some((d) => d.flatName === name))
       throw NfsStatusError.of('ACCES', `${name} is a recovered disk`);
     return session;
   }
 
   #writableDisk(t: { session?: RecoverySession; disk?: SessionDisk }): SessionDisk {
-    if (t.session!.state.mode === 'read-only') throw NfsStatusError.of('ROFS');
+    if (t.session!.readOnly) throw NfsStatusError.of('ROFS');
     return t.disk!;
   }
 
@@ -266,6 +306,14 @@ export class RecoveryDatastore implements NfsFileSystem {
       throw NfsStatusError.of('SERVERFAULT', `inode ${ino} is beyond what file ids can hold`);
     return makeId(IdKind.Host, session.state.number, ino);
   }
+}
+
+/** The NFS status for an overlay's refusal; other errors pass (NFS3ERR_IO, reported). */
+function overlayStatus(err: unknown): unknown {
+  if (isIvmrError(err, ErrorCode.UNSUPPORTED) && err.details.reason === 'EROFS')
+    return NfsStatusError.of('ROFS', err.message);
+  if (isIvmrError(err, ErrorCode.NO_SPACE)) return NfsStatusError.of('NOSPC', err.message);
+  return err;
 }
 
 function dirAttrs(id: bigint, nlink: number, time: NfsTime): FileAttributes {

@@ -1,8 +1,18 @@
 import { createHash } from 'node:crypto';
-import { mkdir, open, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { lstat, mkdir, open, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { type OverlayMode, WriteOverlay } from '@ivmr/cache';
 import {
+  type CacheStats,
+  cacheStats,
+  DEFAULT_FLOOR_FRACTION,
+  type OverlayMode,
+  ReadCache,
+  requireRecoverySpace,
+  type StatFs,
+  WriteOverlay,
+} from '@ivmr/cache';
+import {
+  type BlockSource,
   ErrorCode,
   IvmrError,
   isIvmrError,
@@ -13,6 +23,12 @@ import {
 import { type DescriptorTarget, FlatExtent, synthesizePointFiles } from '@ivmr/vmdk';
 import { HostFiles } from './host-files.js';
 import { MAX_SESSION } from './ids.js';
+import {
+  Migration,
+  type MigrationFormat,
+  type MigrationProgress,
+  type MigrationState,
+} from './migration.js';
 
 /**
  * What happens to a session's writes:
@@ -41,6 +57,37 @@ export interface StartSessionOptions {
   readonly target?: DescriptorTarget;
   /** Connect the VM's NICs at power-on (default false: an isolated restore must not clash). */
   readonly nicsConnected?: boolean;
+  /**
+   * Free bytes the VM needs on the cache volume, checked at start on top of the floor; default
+   * max(20 GiB, 15% of the VM's disks), as Commvault asks per live recovery.
+   */
+  readonly minFreeBytes?: number;
+  /**
+   * Share of the cache volume kept free: checked at start, and the read cache never grows into
+   * it. Default 0.05.
+   */
+  readonly floorFraction?: number;
+  /**
+   * Most bytes of decoded backup blocks kept per disk in the circular read cache; 0: no read
+   * cache. Default 2 GiB.
+   */
+  readonly readCacheBytes?: number;
+  /** Volume space (default `fs.statfs`); tests inject a fake. */
+  readonly statfs?: StatFs;
+}
+
+/** Options of {@link RecoverySession.migrate}. */
+export interface SessionMigrateOptions {
+  /** Target folder on production storage. */
+  readonly to: string;
+  /** Default `flat-vmdk`. */
+  readonly format?: MigrationFormat;
+  /** Bytes per second per disk; 0 or absent: no limit. */
+  readonly rateBytesPerSec?: number;
+  /** Chunk size of the copy (default 1 MiB). */
+  readonly chunkSize?: number;
+  /** Called after every chunk and phase change. */
+  readonly onProgress?: (progress: MigrationProgress) => void;
 }
 
 /** The persisted state of a session (`session.json`). */
@@ -56,6 +103,13 @@ export interface SessionState {
   readonly mode: SessionMode;
   readonly target: DescriptorTarget;
   readonly created: string;
+  /** False after a stop that kept the session's writes: not served until started again. */
+  readonly active?: boolean;
+  /** Read cache bytes per disk (0: none) and the floor; absent in sessions made before them. */
+  readonly readCacheBytes?: number;
+  readonly floorFraction?: number;
+  /** The migration to production storage, once started. */
+  readonly migration?: MigrationState;
 }
 
 /** One disk of a session: the backup's disk under the session's write overlay. */
@@ -66,9 +120,18 @@ export interface SessionDisk {
   /** What the datastore serves for the flat file. */
   readonly extent: FlatExtent;
   readonly overlay: WriteOverlay;
+  /** The circular cache of backup blocks beneath the overlay, when the session has one. */
+  readonly readCache: ReadCache | undefined;
+}
+
+/** Figures of one disk of a session. */
+export interface SessionDiskStats extends CacheStats {
+  readonly disk: string;
+  readonly size: number;
 }
 
 const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
+const DEFAULT_READ_CACHE = 2 * 1024 ** 3;
 const OVERLAY_MODE: Record<SessionMode, OverlayMode> = {
   persistent: 'persistent',
   sandbox: 'non-persistent',
@@ -81,12 +144,13 @@ const OVERLAY_MODE: Record<SessionMode, OverlayMode> = {
  * cache folder, so a restarted server resumes it with the same file ids ({@link resumeAll}).
  */
 export class RecoverySession {
-  readonly state: SessionState;
   readonly dir: string;
   readonly point: RestorePointInfo;
   readonly disks: readonly SessionDisk[];
   readonly files: HostFiles;
   readonly #opened: RestorePoint;
+  #state: SessionState;
+  #migration: Migration | undefined;
   #closed = false;
 
   private constructor(
@@ -95,7 +159,7 @@ export class RecoverySession {
     opened: RestorePoint,
     disks: SessionDisk[],
   ) {
-    this.state = state;
+    this.#state = state;
     this.dir = dir;
     this.point = opened.info;
     this.#opened = opened;
@@ -103,9 +167,19 @@ export class RecoverySession {
     this.files = new HostFiles(join(dir, 'files'));
   }
 
+  /** The persisted state. */
+  get state(): SessionState {
+    return this.#state;
+  }
+
   /** Folder name in the datastore. */
   get name(): string {
-    return this.state.name;
+    return this.#state.name;
+  }
+
+  /** True when writes are refused: a read-only session, or one whose migration switched over. */
+  get readOnly(): boolean {
+    return this.#state.mode === 'read-only' || this.#state.migration?.switched !== undefined;
   }
 
   /**
@@ -135,6 +209,21 @@ export class RecoverySession {
         },
       );
     }
+    const floorFraction = options.floorFraction ?? DEFAULT_FLOOR_FRACTION;
+    await requireRecoverySpace({
+      dir: root,
+      vmSize: info.disks.reduce((n, d) => n + d.size, 0),
+      floorFraction,
+      ...(options.minFreeBytes === undefined ? {} : { minFreeBytes: options.minFreeBytes }),
+      ...(options.statfs ? { statfs: options.statfs } : {}),
+    });
+    const readCacheBytes = options.readCacheBytes ?? DEFAULT_READ_CACHE;
+    if (!Number.isSafeInteger(readCacheBytes) || readCacheBytes < 0) {
+      throw new IvmrError(
+        ErrorCode.INVALID_ARGUMENT,
+        `readCacheBytes must be a whole number >= 0, got ${readCacheBytes}`,
+      );
+    }
     const used = new Set(existing.map((s) => s.number));
     let number = 1;
     while (used.has(number)) number++;
@@ -150,6 +239,9 @@ export class RecoverySession {
       mode: options.mode ?? 'persistent',
       target: options.target ?? 'esxi',
       created: new Date().toISOString(),
+      active: true,
+      readCacheBytes,
+      floorFraction,
     };
     const dir = join(root, name);
     await mkdir(join(dir, 'files'), { recursive: true });
@@ -177,7 +269,8 @@ export class RecoverySession {
   /**
    * Reopens every session of a cache folder after a restart, with all flushed writes. Sandbox
    * sessions left by a crash are removed (their writes were never meant to last), as are folders
-   * of starts that did not finish. Sessions of another repository are skipped.
+   * of starts that did not finish. Sessions of another repository, and sessions kept by a stop
+   * (`active: false`), are skipped.
    */
   static async resumeAll(repository: Repository, cacheDir: string): Promise<RecoverySession[]> {
     const root = join(cacheDir, 'sessions');
@@ -196,7 +289,7 @@ export class RecoverySession {
         await rm(dir, { recursive: true, force: true });
         continue;
       }
-      if (state.repository !== repository.config.id) continue;
+      if (state.repository !== repository.config.id || state.active === false) continue;
       sessions.push(await RecoverySession.#open(repository, state, dir));
     }
     return sessions;
@@ -215,24 +308,109 @@ export class RecoverySession {
         target: state.target,
       });
       for (const [i, d] of opened.info.disks.entries()) {
-        const overlay = await WriteOverlay.open(opened.disk(d.name), {
-          dir: join(dir, 'overlays'),
-          name: `disk${i}`,
-          mode: OVERLAY_MODE[state.mode],
-        });
+        const base: BlockSource = opened.disk(d.name);
+        const maxBytes = Math.min(state.readCacheBytes ?? 0, base.size);
+        const readCache =
+          maxBytes > 0
+            ? await ReadCache.open(base, {
+                path: join(dir, 'read-cache', `disk${i}.rcache`),
+                maxBytes,
+                sourceId: `${state.repository}/${state.point}/${d.name}`,
+                minFreeFraction: state.floorFraction ?? DEFAULT_FLOOR_FRACTION,
+              })
+            : undefined;
+        let overlay: WriteOverlay;
+        try {
+          overlay = await WriteOverlay.open(readCache ?? base, {
+            dir: join(dir, 'overlays'),
+            name: `disk${i}`,
+            mode: OVERLAY_MODE[state.mode],
+            ...(readCache ? { reclaimSpace: (n: number) => readCache.shrink(n) } : {}),
+          });
+        } catch (err) {
+          await readCache?.close();
+          throw err;
+        }
+        if (state.migration?.switched !== undefined) overlay.seal();
         disks.push({
           name: d.name,
           flatName: names.disks[i]!.flatName,
           extent: new FlatExtent(overlay),
           overlay,
+          readCache,
         });
       }
     } catch (err) {
-      for (const d of disks) await d.overlay.close().catch(() => {});
+      for (const d of disks) {
+        await d.overlay.close().catch(() => {});
+        await d.readCache?.close().catch(() => {});
+      }
       await opened.close();
       throw err;
     }
     return new RecoverySession(state, dir, opened, disks);
+  }
+
+  /**
+   * Reads the state of every session in a cache folder without opening any (for listings while
+   * no server runs). Folders of starts that did not finish are left out.
+   */
+  static async list(cacheDir: string): Promise<SessionState[]> {
+    try {
+      return (await readStates(join(cacheDir, 'sessions'))).sort((a, b) => a.number - b.number);
+    } catch (err) {
+      if ((err as { code?: string }).code === 'ENOENT') return [];
+      throw err;
+    }
+  }
+
+  /**
+   * Changes the persisted state of a session that is not open (`active: false` keeps it for a
+   * later start). `IVMR_NOT_FOUND` when the cache folder has no such session.
+   */
+  static async updateState(
+    cacheDir: string,
+    name: string,
+    change: Partial<Pick<SessionState, 'active'>>,
+  ): Promise<SessionState> {
+    const dir = join(cacheDir, 'sessions', name);
+    const state = NAME_RE.test(name) ? await readState(dir) : undefined;
+    if (!state) throw notFound(name, cacheDir);
+    const next = { ...state, ...change };
+    await writeDurably(join(dir, 'session.json'), `${JSON.stringify(next, null, 2)}\n`);
+    return next;
+  }
+
+  /**
+   * Deletes a session that is not open, with all its writes. `IVMR_NOT_FOUND` when the cache
+   * folder has no such session.
+   */
+  static async discard(cacheDir: string, name: string): Promise<void> {
+    const dir = join(cacheDir, 'sessions', name);
+    if (!NAME_RE.test(name) || (await readState(dir)) === undefined) throw notFound(name, cacheDir);
+    await rm(dir, { recursive: true, force: true });
+  }
+
+  /** Reopens a session that is not open (e.g. one kept by a stop), and marks it active. */
+  static async resume(
+    repository: Repository,
+    cacheDir: string,
+    name: string,
+  ): Promise<RecoverySession> {
+    const dir = join(cacheDir, 'sessions', name);
+    const state = NAME_RE.test(name) ? await readState(dir) : undefined;
+    if (!state) throw notFound(name, cacheDir);
+    if (state.repository !== repository.config.id) {
+      throw new IvmrError(
+        ErrorCode.INVALID_ARGUMENT,
+        `session ${name} belongs to repository ${state.repository}, not ${repository.config.id}`,
+      );
+    }
+    const next: SessionState = { ...state, active: true };
+    if (state.active === false) {
+      await writeDurably(join(dir, 'session.json'), `${JSON.stringify(next, null, 2)}\n`);
+    }
+    return RecoverySession.#open(repository, next, dir);
   }
 
   /**
@@ -255,6 +433,117 @@ export class RecoverySession {
     for (const d of this.disks) await d.overlay.flush();
   }
 
+  /** Overlay and read cache figures of every disk. */
+  stats(): SessionDiskStats[] {
+    return this.disks.map((d) => ({
+      disk: d.name,
+      size: d.overlay.size,
+      ...cacheStats(d.overlay, d.readCache),
+    }));
+  }
+
+  /** Bytes the session's folder takes on the cache volume (overlays, read cache, files). */
+  async diskUsage(): Promise<number> {
+    return diskUsage(this.dir);
+  }
+
+  /** Bytes the folder of session `name` takes on the cache volume (0 when it has none). */
+  static diskUsageOf(cacheDir: string, name: string): Promise<number> {
+    return NAME_RE.test(name) ? diskUsage(join(cacheDir, 'sessions', name)) : Promise.resolve(0);
+  }
+
+  /** The running migration, if any. */
+  get migration(): Migration | undefined {
+    return this.#migration;
+  }
+
+  /**
+   * Starts migrating every disk to `options.to` while the VM keeps running (or returns the
+   * running migration when it has the same target). The target is recorded in the session's
+   * state, so a restarted server resumes it ({@link resumeMigration}). `IVMR_EXISTS` when a
+   * migration to another folder was started; `IVMR_UNSUPPORTED` for a sandbox or read-only
+   * session.
+   */
+  async migrate(options: SessionMigrateOptions): Promise<Migration> {
+    this.#checkOpen();
+    const format = options.format ?? 'flat-vmdk';
+    const recorded = this.#state.migration;
+    if (recorded && (recorded.to !== options.to || recorded.format !== format)) {
+      throw new IvmrError(
+        ErrorCode.EXISTS,
+        `session ${this.name} is already migrating to ${recorded.to} (${recorded.format})`,
+        { details: { session: this.name, to: recorded.to } },
+      );
+    }
+    if (recorded?.switched !== undefined) {
+      throw new IvmrError(
+        ErrorCode.EXISTS,
+        `session ${this.name} was migrated to ${recorded.to} at ${recorded.switched}`,
+        { details: { session: this.name, to: recorded.to } },
+      );
+    }
+    if (this.#state.mode !== 'persistent') {
+      throw new IvmrError(
+        ErrorCode.UNSUPPORTED,
+        `session ${this.name} is ${this.#state.mode}: only a persistent session migrates`,
+      );
+    }
+    if (this.#migration) return this.#migration;
+    const migration = await Migration.start({
+      to: options.to,
+      format,
+      disks: this.disks.map((d) => ({
+        name: d.name,
+        flatName: d.flatName,
+        flatSize: d.extent.size,
+        overlay: d.overlay,
+      })),
+      filesDir: this.files.dir,
+      vmFiles: this.#vmFiles(),
+      ...(options.rateBytesPerSec ? { rateBytesPerSec: options.rateBytesPerSec } : {}),
+      ...(options.chunkSize ? { chunkSize: options.chunkSize } : {}),
+      ...(options.onProgress ? { onProgress: options.onProgress } : {}),
+    });
+    if (!recorded) {
+      try {
+        await this.#save({ ...this.#state, migration: { to: options.to, format } });
+      } catch (err) {
+        await migration.stop();
+        throw err;
+      }
+    }
+    this.#migration = migration;
+    return migration;
+  }
+
+  /** Restarts the migration recorded in the state after a restart, if one was not finished. */
+  async resumeMigration(): Promise<Migration | undefined> {
+    const m = this.#state.migration;
+    if (!m || m.switched !== undefined || this.#migration) return this.#migration;
+    return this.migrate({ to: m.to, format: m.format });
+  }
+
+  /**
+   * Completes the migration: the targets get the last writes, then every overlay is sealed and
+   * the session is read-only for good (writes answer read-only; the target is the VM's disk).
+   */
+  async switchOver(): Promise<void> {
+    this.#checkOpen();
+    const migration = this.#migration;
+    if (!migration) {
+      throw new IvmrError(
+        ErrorCode.NOT_FOUND,
+        `session ${this.name} is not migrating: start the migration first`,
+      );
+    }
+    await migration.switchOver(async () => {
+      for (const d of this.disks) d.overlay.seal();
+      await this.#save({
+        ...this.#state,
+        migration: { ...this.#state.migration!, switched: new Date().toISOString() },
+      });
+    });
+  }
   /**
    * Ends the serving of the session, keeping its writes (persistent) for a later resume. A
    * sandbox session's writes and folder are deleted.
@@ -263,8 +552,12 @@ export class RecoverySession {
     if (this.#closed) return;
     this.#closed = true;
     let failure: unknown;
+    await this.#migration?.stop();
     for (const d of this.disks) {
       await d.overlay.close().catch((err: unknown) => {
+        failure ??= err;
+      });
+      await d.readCache?.close().catch((err: unknown) => {
         failure ??= err;
       });
     }
@@ -281,6 +574,46 @@ export class RecoverySession {
     });
     await rm(this.dir, { recursive: true, force: true });
   }
+
+  /** The `.vmx` and descriptors, by the names the point gives them. */
+  #vmFiles(): string[] {
+    const names = synthesizePointFiles(this.point, {
+      repository: this.#state.repository,
+      target: this.#state.target,
+    });
+    return [names.vmxName, ...names.disks.map((d) => d.descriptorName)];
+  }
+
+  async #save(state: SessionState): Promise<void> {
+    await writeDurably(join(this.dir, 'session.json'), `${JSON.stringify(state, null, 2)}\n`);
+    this.#state = state;
+  }
+
+  #checkOpen(): void {
+    if (this.#closed) throw new IvmrError(ErrorCode.CLOSED, `session ${this.name} is closed`);
+  }
+}
+
+function notFound(name: string, cacheDir: string): IvmrError {
+  return new IvmrError(ErrorCode.NOT_FOUND, `no session named ${name} in ${cacheDir}`, {
+    details: { session: name },
+  });
+}
+
+/** Bytes allocated to the files under `dir`. */
+async function diskUsage(dir: string): Promise<number> {
+  let total = 0;
+  let entries: string[];
+  try {
+    entries = await readdir(dir, { recursive: true, encoding: 'utf8' });
+  } catch {
+    return 0;
+  }
+  for (const e of entries) {
+    const st = await lstat(join(dir, e)).catch(() => undefined);
+    if (st?.isFile()) total += st.blocks * 512;
+  }
+  return total;
 }
 
 async function readStates(root: string): Promise<SessionState[]> {

@@ -136,6 +136,7 @@ export class WriteOverlay implements WritableBlockSource {
   readonly #base: BlockSource;
   readonly #fs: CacheFileSystem;
   readonly #mode: OverlayMode;
+  #sealed = false;
   readonly #durable: boolean;
   readonly #grain: number;
   readonly #dataPath: string | undefined;
@@ -541,6 +542,20 @@ export class WriteOverlay implements WritableBlockSource {
     });
   }
 
+  /**
+   * Refuses every later write, discard and resize, as a `read-only` overlay does; reads, flush
+   * and close go on. Call it inside {@link whileQuiesced} to end writing at a switch-over: the
+   * writes that wait for the pause are then refused (never acknowledged), so none is lost.
+   */
+  seal(): void {
+    this.#sealed = true;
+  }
+
+  /** True after {@link seal}. */
+  get sealed(): boolean {
+    return this.#sealed;
+  }
+
   /** Current counters and sizes. */
   stats(): OverlayStats {
     return {
@@ -596,7 +611,7 @@ export class WriteOverlay implements WritableBlockSource {
 
   #checkMutable(what: string, offset: number, length: number): void {
     if (this.#closed) throw closedError('overlay');
-    if (this.#mode === 'read-only') throw readOnlyError(what);
+    if (this.#mode === 'read-only' || this.#sealed) throw readOnlyError(what);
     if (this.#broken) throw this.#broken;
     if (!Number.isSafeInteger(offset) || offset < 0) {
       throw new IvmrError(

@@ -58,6 +58,8 @@ export interface ReadCacheStats {
   readonly sourceReads: number;
   /** Bytes read from the source. */
   readonly bytesFromSource: number;
+  /** Bytes of reads served from the cache file (hits). */
+  readonly bytesFromCache: number;
   /** Loads started by read-ahead. */
   readonly readAheadLoads: number;
   /** Blocks known to be zero (`isZeroBlock`), served without the cache or the source. */
@@ -150,6 +152,7 @@ export class ReadCache implements BlockSource {
   #misses = 0;
   #sourceReads = 0;
   #bytesFromSource = 0;
+  #bytesFromCache = 0;
   #readAheadLoads = 0;
   #zeroReads = 0;
   #blocksPruned = 0;
@@ -343,6 +346,7 @@ export class ReadCache implements BlockSource {
       }
       if (served) {
         this.#hits++;
+        this.#bytesFromCache += dst.length;
         this.#ref[s] = 1;
         return;
       }
@@ -594,6 +598,7 @@ export class ReadCache implements BlockSource {
       misses: this.#misses,
       sourceReads: this.#sourceReads,
       bytesFromSource: this.#bytesFromSource,
+      bytesFromCache: this.#bytesFromCache,
       readAheadLoads: this.#readAheadLoads,
       zeroReads: this.#zeroReads,
       blocksPruned: this.#blocksPruned,

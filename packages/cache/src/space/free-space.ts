@@ -1,3 +1,4 @@
+import { ErrorCode, IvmrError } from '@ivmr/core';
 import { noSpaceError } from '../errors.js';
 import type { StatFs } from '../fs/cache-file-system.js';
 import { nodeStatFs } from '../fs/node-file-system.js';
@@ -22,32 +23,50 @@ export interface RecoverySpaceOptions {
   dir: string;
   /** Total size of the VM's disks in bytes. */
   vmSize: number;
-  /** Required free bytes; default {@link defaultRecoveryMinFree}. */
+  /** Free bytes the recovered VM needs; default {@link defaultRecoveryMinFree}. */
   minFreeBytes?: number;
+  /**
+   * Share of the volume that must stay free on top of the VM's need (the read cache's floor);
+   * default 0: only the VM's need is checked.
+   */
+  floorFraction?: number;
   /** Default `fs.statfs`. */
   statfs?: StatFs;
 }
 
 /**
  * Checks, before a recovery starts, that the cache volume has the free space one recovered VM
- * needs. Resolves to the volume's space; rejects with `IVMR_NOSPC` naming both numbers (free and
- * required) when it has less.
+ * needs, plus the floor when `floorFraction` is given. Resolves to the volume's space; rejects
+ * with `IVMR_NOSPC` naming both numbers (free and required) when it has less.
  */
 export async function requireRecoverySpace(options: RecoverySpaceOptions) {
   const statfs = options.statfs ?? nodeStatFs;
-  const required = options.minFreeBytes ?? defaultRecoveryMinFree(options.vmSize);
+  const need = options.minFreeBytes ?? defaultRecoveryMinFree(options.vmSize);
+  const fraction = options.floorFraction ?? 0;
+  if (!(fraction >= 0 && fraction < 1)) {
+    throw new IvmrError(
+      ErrorCode.INVALID_ARGUMENT,
+      `floorFraction must be in [0, 1), got ${fraction}`,
+    );
+  }
   const space = await statfs(options.dir);
+  const floor = Math.ceil(space.totalBytes * fraction);
+  const required = need + floor;
   if (space.freeBytes < required) {
-    const why =
+    const parts = [
       options.minFreeBytes === undefined
-        ? ` (max(20 GiB, 15% of the VM's ${formatBytes(options.vmSize)}))`
-        : '';
+        ? `max(20 GiB, 15% of the VM's ${formatBytes(options.vmSize)})`
+        : '',
+      floor > 0 ? `a floor of ${formatBytes(floor)} (${fraction * 100}% of the volume)` : '',
+    ].filter(Boolean);
+    const why = parts.length > 0 ? ` (${parts.join(' + ')})` : '';
     throw noSpaceError(
       `cache volume of ${options.dir} has ${formatBytes(space.freeBytes)} free (${space.freeBytes} bytes); recovering this VM needs at least ${formatBytes(required)} (${required} bytes)${why}`,
       {
         path: options.dir,
         freeBytes: space.freeBytes,
         requiredBytes: required,
+        floorBytes: floor,
         vmSize: options.vmSize,
       },
     );
