@@ -222,7 +222,24 @@ async function demo() {
  */
 async function instantRecovery(repo, point) {
   const cache = join(tmp, 'cache');
-  const args = ['serve', '--repo', repo, '--cache', cache, '--vm', `${VM}@${point}`, '--json'];
+  // The sample VM is small: ask for the room it needs instead of the production default
+  // (max(20 GiB, 15% of the disks) plus 5% of the volume). Logs: warnings and errors only.
+  const args = [
+    'serve',
+    '--repo',
+    repo,
+    '--cache',
+    cache,
+    '--vm',
+    `${VM}@${point}`,
+    '--min-free',
+    '256M',
+    '--cache-floor',
+    '1',
+    '--log-level',
+    'warn',
+    '--json',
+  ];
   show(
     'ivmr',
     args.filter((a) => a !== '--json'),

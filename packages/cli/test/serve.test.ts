@@ -210,6 +210,8 @@ describe('ivmr serve', () => {
     ]);
     expect(clash.code).toBe(1);
     expect(clash.stderr).toMatch(/cannot listen/);
+    // The failed start left no session behind.
+    expect(await readdir(join(tmp.path, 'c5', 'sessions'))).toEqual([]);
     busy.child.kill('SIGTERM');
     await exited(busy.child);
   });

@@ -117,6 +117,8 @@ describe('recovery datastore served over NFS to qemu', () => {
     for (const [i, p] of points.entries()) {
       sessions.push(
         await RecoverySession.start({
+          minFreeBytes: 0,
+          floorFraction: 0,
           repository: repo,
           cacheDir: cache,
           vm: 'web01',
@@ -169,6 +171,8 @@ describe('recovery datastore served over NFS to qemu', () => {
     const cache = join(tmp.path, 'cache2');
     const repoHash = await hashTree(join(tmp.path, 'repo'));
     const session = await RecoverySession.start({
+      minFreeBytes: 0,
+      floorFraction: 0,
       repository: repo,
       cacheDir: cache,
       vm: 'web01',

@@ -30,6 +30,8 @@ describe('ESXi-like file traffic in a VM folder', () => {
       vmConfig: { memoryMB: 2048 },
     });
     session = await RecoverySession.start({
+      minFreeBytes: 0,
+      floorFraction: 0,
       repository: repo,
       cacheDir: join(tmp.path, 'cache'),
       vm: 'app01',

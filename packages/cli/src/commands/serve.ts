@@ -136,6 +136,8 @@ export async function runServe(
   let control: ControlServer | undefined;
   let server: NfsServer | undefined;
   let metrics: Server | undefined;
+  let before: Set<string> | undefined;
+  let ready = false;
   try {
     await mkdir(flags.cache, { recursive: true });
     // The control socket first: it refuses a second server on the same cache folder before
@@ -152,22 +154,14 @@ export async function runServe(
       ...(flags.readCache === undefined ? {} : { readCacheBytes: flags.readCache }),
       log: log as RecoveryLog,
     });
-    const before = new Set((await RecoverySession.list(flags.cache)).map((s) => s.name));
-    try {
-      for (const spec of flags.vm ?? []) {
-        const [vm, point] = spec.split('@') as [string, string | undefined];
-        await service.start({
-          vm,
-          ...(point ? { point } : {}),
-          mode: flags.sandbox ? 'sandbox' : 'persistent',
-        });
-      }
-    } catch (err) {
-      // A serve that fails to start leaves no session it made behind.
-      for (const s of service.sessions) {
-        if (!before.has(s.name)) await service.stop(s.name, { discard: true }).catch(() => {});
-      }
-      throw err;
+    before = new Set((await RecoverySession.list(flags.cache)).map((s) => s.name));
+    for (const spec of flags.vm ?? []) {
+      const [vm, point] = spec.split('@') as [string, string | undefined];
+      await service.start({
+        vm,
+        ...(point ? { point } : {}),
+        mode: flags.sandbox ? 'sandbox' : 'persistent',
+      });
     }
     if (service.sessions.length === 0) {
       throw new InvalidArgumentError('nothing to serve: name a VM with --vm');
@@ -230,6 +224,7 @@ export async function runServe(
       'serving',
     );
     printReady(io, flags, started!.address, service.sessions, note, metricsPort);
+    ready = true;
     await (stop ?? untilSignal());
     log.info({}, 'stopping');
     return 0;
@@ -237,6 +232,12 @@ export async function runServe(
     if (metrics) await new Promise((r) => metrics!.close(r));
     await control?.close();
     await server?.stop();
+    if (!ready && service && before) {
+      // A serve that fails to start leaves no session it made behind.
+      for (const s of service.sessions) {
+        if (!before.has(s.name)) await service.stop(s.name, { discard: true }).catch(() => {});
+      }
+    }
     await service?.close().catch((err: unknown) => log.error({ err }, 'closing sessions failed'));
     await repository.close();
   }
