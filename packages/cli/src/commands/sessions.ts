@@ -73,7 +73,7 @@ export async function runSessions(flags: SessionsFlags, io: CliIo): Promise<numb
     rows.push([
       s.name,
       s.vm,
-      s.point.slice(0, 12),
+      s.point,
       s.mode,
       s.status,
       s.dirtyBytes === null || Number.isNaN(s.dirtyBytes) ? '-' : formatBytes(s.dirtyBytes),
