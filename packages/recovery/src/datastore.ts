@@ -167,7 +167,10 @@ export class RecoveryDatastore implements NfsFileSystem {
   ): Promise<StableHow> {
     const t = this.#target(id, ctx);
     if (t.kind === IdKind.Root || t.kind === IdKind.Folder) throw NfsStatusError.of('ISDIR');
-    if (t.kind === IdKind.Host) return t.session!.files.write(t.local, offset, data, stable);
+    if (t.kind === IdKind.Host) {
+      if (t.session!.readOnly) throw NfsStatusError.of('ROFS');
+      return t.session!.files.write(t.local, offset, data, stable);
+    }
     const { extent } = this.#writableDisk(t);
     if (offset + data.length > extent.size)
       throw NfsStatusError.of('FBIG', 'a flat extent cannot grow by writing');
@@ -241,7 +244,10 @@ export class RecoveryDatastore implements NfsFileSystem {
 
   async setattr(id: bigint, attrs: SetAttributes): Promise<void> {
     const t = this.#target(id);
-    if (t.kind === IdKind.Host) return t.session!.files.setattr(t.local, attrs);
+    if (t.kind === IdKind.Host) {
+      if (t.session!.readOnly) throw NfsStatusError.of('ROFS');
+      return t.session!.files.setattr(t.local, attrs);
+    }
     if (t.kind === IdKind.Flat && attrs.size !== undefined && attrs.size !== t.disk!.extent.size) {
       throw NfsStatusError.of('INVAL', 'the size of a recovered disk cannot change');
     }

@@ -52,6 +52,7 @@ describe('RecoveryService', () => {
     for (const [vm, size, seed] of [
       ['web01', 3 * MIB + 512, 1],
       ['db02', 2 * MIB, 2],
+      ['odd03', MIB + 100, 3],
     ] as const) {
       images[vm] = bytes(size, seed);
       await repo.backup({
@@ -195,6 +196,11 @@ describe('RecoveryService', () => {
     await expect(ds.write(id, 0, Buffer.alloc(1), 'file_sync')).rejects.toMatchObject({
       statusName: 'ROFS',
     });
+    const vmx = await ds.lookup(await ds.lookup(ds.rootId, 'web01'), 'web01.vmx');
+    await expect(ds.write(vmx, 0, Buffer.from('x'), 'file_sync')).rejects.toMatchObject({
+      statusName: 'ROFS',
+    });
+    await expect(ds.setattr(vmx, { size: 0 })).rejects.toMatchObject({ statusName: 'ROFS' });
     expect((await service.list())[0]!.status).toBe('migrated');
     await service.close();
 
@@ -207,6 +213,27 @@ describe('RecoveryService', () => {
     ).rejects.toMatchObject({ statusName: 'ROFS' });
     await expect(again.migrate('web01', { to })).rejects.toMatchObject({ code: ErrorCode.EXISTS });
     await again.close();
+  });
+
+  it('a raw target is the disk; a flat target is padded to the flat extent, as served', async () => {
+    const dir = cacheDir();
+    const service = await RecoveryService.open(options(dir));
+    await service.start({ vm: 'odd03' });
+    const flat = join(tmp.path, 'odd-flat');
+    const m = await service.migrate('odd03', { to: flat });
+    await m.synced;
+    await service.switchOver('odd03');
+    const got = await readFile(join(flat, 'odd03-flat.vmdk'));
+    expect(got.length).toBe(MIB + 512);
+    expect(Buffer.compare(got.subarray(0, MIB + 100), images.odd03!)).toBe(0);
+    expect(got.subarray(MIB + 100).every((b) => b === 0)).toBe(true);
+    await service.stop('odd03', { discard: true });
+    await service.start({ vm: 'odd03' });
+    const raw = join(tmp.path, 'odd-raw');
+    await (await service.migrate('odd03', { to: raw, format: 'raw' })).synced;
+    await service.switchOver('odd03');
+    expect(Buffer.compare(await readFile(join(raw, 'odd03.raw')), images.odd03!)).toBe(0);
+    await service.close();
   });
 
   it('is driven through its control socket; a second server on the folder is refused', async () => {
