@@ -43,6 +43,11 @@ function randomWriter(overlay: WriteOverlay, seed: number) {
   };
 }
 
+/** Waits until a hydration past its first pass has copied every changed chunk again. */
+async function caughtUp(h: { progress(): { dirtyBytes: number } }): Promise<void> {
+  while (h.progress().dirtyBytes > 0) await new Promise((r) => setTimeout(r, 5));
+}
+
 describe('hydration', () => {
   it('copies the merged disk byte for byte while writes go on, then follows them until switch-over', async () => {
     const dir = await tempDir();
@@ -144,6 +149,7 @@ describe('hydration', () => {
     const { resumedFromBytes, dirtyBytes } = second.progress();
     expect(resumedFromBytes).toBe(stoppedAt);
     await second.done;
+    await caughtUp(second);
     expect(
       second.progress().bytesRead,
       'the resumed run read what was left and the chunks that changed after their copy, once',
@@ -160,6 +166,29 @@ describe('hydration', () => {
     await overlay.close();
   });
 
+  it('finishes the first pass and switches over while a writer outpaces the copy rate', async () => {
+    const dir = await tempDir();
+    const base = new ReadOnlyBase(randomBytesFrom(40, 2 * MiB));
+    const overlay = await WriteOverlay.open(base, { dir: join(dir, 'overlay') });
+    const writer = randomWriter(overlay, 41);
+    // About 32 KiB changed per ms against 4 MiB/s of copying: the changed set never empties.
+    const h = await startHydration(overlay, join(dir, 'target.raw'), {
+      chunkSize: 64 * KiB,
+      rateBytesPerSec: 4 * MiB,
+      catchUpMs: 100,
+    });
+    await h.done;
+    expect(h.progress().phase).toBe('mirroring');
+    let merged: Uint8Array = new Uint8Array(0);
+    await h.switchOver(async () => {
+      merged = await overlay.read(0, overlay.size);
+    });
+    await writer.stop();
+    expect(writer.changes).toBeGreaterThan(100);
+    expectBytes(await readFile(join(dir, 'target.raw')), merged, 'target at the switch-over');
+    await overlay.close();
+  });
+
   it('compares every copied chunk again when the disk changed while it was stopped', async () => {
     const dir = await tempDir();
     const base = new ReadOnlyBase(randomBytesFrom(38, 4 * MiB));
@@ -173,6 +202,7 @@ describe('hydration', () => {
     await overlay.flush();
     const second = await startHydration(overlay, target, { chunkSize: 64 * KiB });
     await second.done;
+    await caughtUp(second);
     expect(second.progress().resumedFromBytes).toBe(4 * MiB);
     expect(second.progress().bytesRead, 'every copied chunk read again').toBe(4 * MiB);
     expect(second.progress().bytesWritten, 'only the changed chunks rewritten').toBe(6 * 64 * KiB);

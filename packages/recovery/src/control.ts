@@ -11,7 +11,7 @@ import type { RecoveryService } from './service.js';
  * - `sessions`: every session (`SessionInfo[]`);
  * - `stop`: `{ name, discard? }`;
  * - `migrate`: `{ name, to, format?, rateBytesPerSec? }`, answered with progress lines until
- *   the targets are in sync (the migration then goes on in the server);
+ *   the first pass is done (the migration then goes on in the server);
  * - `switch`: `{ name, to?, format? }`: migrates first when needed, then switches over.
  */
 export type ControlMethod = 'ping' | 'sessions' | 'stop' | 'migrate' | 'switch';

@@ -329,16 +329,19 @@ class HydrationTask {
             await this.#copyNext();
             continue;
           }
-          const c = this.#nextDirty();
-          if (c >= 0) {
-            await this.#copyAgain(c);
-            continue;
-          }
+          // The first pass is over: `done` resolves now, even while a busy source keeps
+          // changing chunks faster than they are copied again (the switch-over copies the
+          // rest with writes paused).
           if (!this.#doneSettled) {
             this.#doneSettled = true;
             this.#phase = 'mirroring';
             this.#resolveDone();
             this.#emit();
+          }
+          const c = this.#nextDirty();
+          if (c >= 0) {
+            await this.#copyAgain(c);
+            continue;
           }
           for (const w of this.#idleWaiters.splice(0)) w();
         }

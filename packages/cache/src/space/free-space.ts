@@ -56,7 +56,7 @@ export async function requireRecoverySpace(options: RecoverySpaceOptions) {
     const parts = [
       options.minFreeBytes === undefined
         ? `max(20 GiB, 15% of the VM's ${formatBytes(options.vmSize)})`
-        : '',
+        : `the VM's minimum of ${formatBytes(need)}`,
       floor > 0 ? `a floor of ${formatBytes(floor)} (${fraction * 100}% of the volume)` : '',
     ].filter(Boolean);
     const why = parts.length > 0 ? ` (${parts.join(' + ')})` : '';

@@ -153,8 +153,8 @@ export function defineMigrate(program: Command): Command {
     .summary('copy a running recovered VM to production storage')
     .description(
       'Copy every disk of a served session (backup plus all writes so far) into --to while the ' +
-        'VM keeps running; returns once the targets are in sync, and the server keeps them in ' +
-        'sync. --switch completes it: the last writes are copied, the session becomes ' +
+        'VM keeps running; returns once the first pass is done, and the server keeps copying ' +
+        'changes. --switch completes it: the last writes are copied, the session becomes ' +
         "read-only and the target is the VM's disk (flat-vmdk: <to> also gets the .vmx and " +
         'descriptors). Needs a running ivmr serve on the cache folder.',
     )
@@ -212,7 +212,7 @@ export async function runMigrate(flags: MigrateFlags, io: CliIo): Promise<number
     io.stdout,
     result.phase === 'done'
       ? `${flags.vm} migrated to ${result.to}: the session is read-only; the target is the VM's disk`
-      : `${flags.vm}: ${formatBytes(result.totalBytes)} copied to ${result.to}; the server keeps it in sync until ivmr migrate --cache ${flags.cache} --vm ${flags.vm} --switch`,
+      : `${flags.vm}: ${formatBytes(result.totalBytes)} copied to ${result.to}; the server keeps copying changes until ivmr migrate --cache ${flags.cache} --vm ${flags.vm} --switch`,
   );
   return 0;
 }
