@@ -14,6 +14,7 @@ export PATH="$PATH:/usr/sbin:/sbin"
 declare -A NEEDED=(
   [qemu-img]=qemu-utils
   [qemu-io]=qemu-utils
+  [qemu-system-x86_64]=qemu-system-x86
   [nfs-ls]=libnfs-utils
   [rpcbind]=rpcbind
   [rpcinfo]=rpcbind

@@ -1,5 +1,5 @@
 import type { ChildProcess } from 'node:child_process';
-import { mkdir, open, readdir, readFile, writeFile } from 'node:fs/promises';
+import { mkdir, open, readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { expectNoLeakedHandles, openHandles } from '../../nfs/test/helpers/open-handles.js';
@@ -21,80 +21,13 @@ import {
   pseudoRandom,
   startServe,
 } from './helpers.js';
+import { backup, readBlockMap, readIndex } from './repository-files.js';
 
 // Real clients (qemu-io, qemu-img) against the built `ivmr serve` with several VMs and a damaged
 // repository. qemu's nfs:// driver has no port options: it finds the server through a portmapper
 // on 111, so the servers run the embedded one under the machine-wide port-111 test lock.
 
 const MIB = 1024 * 1024;
-
-/** The restore point `ivmr backup --json` prints (the fields used here). */
-interface PointJson {
-  readonly id: string;
-  readonly disks: { name: string; size: number; blockSize: number; map: string }[];
-}
-
-/** Where the index says a blob is stored. */
-interface BlobLocation {
-  readonly pack: string;
-  readonly offset: number;
-  readonly rawLength: number;
-  readonly frameSize: number;
-  /** Stored length of each frame, its 9-byte header included. */
-  readonly frames: number[];
-}
-
-/** Backs `image` up as the first disk of a new point of `vm`; returns the point. */
-async function backup(dir: string, repo: string, vm: string, image: Buffer): Promise<PointJson> {
-  const path = join(dir, `${vm}.raw`);
-  await writeFile(path, image);
-  const b = await ivmr(['backup', path, '--repo', repo, '--vm', vm, '--json']);
-  expect(b.code, b.stderr).toBe(0);
-  return JSON.parse(b.stdout) as PointJson;
-}
-
-/** Block number to blob id (hex) of a block map object (FORMAT.md, "Block maps"). */
-async function readBlockMap(repo: string, map: string): Promise<Map<number, string>> {
-  const b = await readFile(join(repo, 'maps', map));
-  expect(b.subarray(0, 8).toString('latin1')).toBe('IVMRMAP1');
-  const count = b.readUInt32BE(8 + 1 + 8 + 4);
-  const blocks = new Map<number, string>();
-  for (let i = 0, p = 25; i < count; i++, p += 40) {
-    blocks.set(Number(b.readBigUInt64BE(p)), b.subarray(p + 8, p + 40).toString('hex'));
-  }
-  return blocks;
-}
-
-/** Every blob the repository's index objects list (FORMAT.md, "Index objects"). */
-async function readIndex(repo: string): Promise<Map<string, BlobLocation>> {
-  const blobs = new Map<string, BlobLocation>();
-  for (const name of await readdir(join(repo, 'index'))) {
-    const b = await readFile(join(repo, 'index', name));
-    expect(b.subarray(0, 8).toString('latin1')).toBe('IVMRIDX1');
-    let p = 8;
-    const packs = b.readUInt32BE(p);
-    p += 4;
-    for (let i = 0; i < packs; i++) {
-      const nameLength = b.readUInt16BE(p);
-      const pack = b.subarray(p + 2, p + 2 + nameLength).toString('utf8');
-      p += 2 + nameLength + 8;
-      const count = b.readUInt32BE(p);
-      p += 4;
-      for (let e = 0; e < count; e++) {
-        const id = b.subarray(p, p + 32).toString('hex');
-        const offset = Number(b.readBigUInt64BE(p + 32));
-        const rawLength = b.readUInt32BE(p + 40);
-        const frameSize = 2 ** b[p + 44]!;
-        const frameCount = b.readUInt32BE(p + 45);
-        p += 49;
-        const frames: number[] = [];
-        for (let f = 0; f < frameCount; f++, p += 4) frames.push(b.readUInt32BE(p));
-        blobs.set(id, { pack, offset, rawLength, frameSize, frames });
-      }
-    }
-  }
-  return blobs;
-}
 
 /** Index of the first byte where `a` and `b` differ (-1 when they are equal). */
 function firstDifference(a: Buffer, b: Buffer): number {

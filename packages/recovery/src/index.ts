@@ -9,6 +9,7 @@
  *
  * @packageDocumentation
  */
+export { type BootCheckOptions, type BootReport, checkBoot } from './boot-check.js';
 export {
   type ControlMethod,
   type ControlServer,

@@ -1,7 +1,9 @@
-import type { VerifyReport } from '@ivmr/core';
-import type { Command } from 'commander';
+import { openLocalRepository, type VerifyReport } from '@ivmr/core';
+import { type BootReport, checkBoot } from '@ivmr/recovery';
+import { type Command, Option } from 'commander';
 import { formatBytes, formatRange } from '../format.js';
 import { type CliIo, ExitCode, usageError, writeJson, writeLine } from '../io.js';
+import { parseByteSize, wholeNumber } from '../parse.js';
 import { startProgress } from '../progress.js';
 import { withRepository } from '../repository.js';
 
@@ -11,6 +13,12 @@ export interface VerifyFlags {
   readonly vm?: string;
   readonly point?: string;
   readonly json?: boolean;
+  readonly boot?: boolean;
+  readonly timeout: number;
+  readonly accel: 'auto' | 'kvm' | 'tcg';
+  readonly bus: 'virtio' | 'ide';
+  readonly qemu: string;
+  readonly minFree?: number;
 }
 
 /** Declares `ivmr verify`. */
@@ -25,12 +33,39 @@ export function defineVerify(program: Command): Command {
     )
     .requiredOption('--repo <dir>', 'repository directory')
     .option('--vm <name>', 'only the points of this VM')
-    .option('--point <id>', 'only this restore point (needs --vm)')
+    .option('--point <id>', 'only this restore point (needs --vm; or --vm NAME@POINT)')
+    .option(
+      '--boot',
+      'instead: boot the point (newest unless --point) from a sandbox NFS datastore with qemu and wait for its heartbeat',
+    )
+    .option(
+      '--timeout <seconds>',
+      'with --boot: how long to wait for the heartbeat',
+      wholeNumber(1),
+      120,
+    )
+    .addOption(
+      new Option('--accel <accel>', 'with --boot: qemu accelerator')
+        .choices(['auto', 'kvm', 'tcg'])
+        .default('auto'),
+    )
+    .addOption(
+      new Option('--bus <bus>', 'with --boot: how the disk is attached')
+        .choices(['virtio', 'ide'])
+        .default('virtio'),
+    )
+    .option('--qemu <path>', 'with --boot: the qemu binary', 'qemu-system-x86_64')
+    .option(
+      '--min-free <size>',
+      'with --boot: free space the sandbox needs (default max(20G, 15% of the disks))',
+      parseByteSize,
+    )
     .option('--json', 'print the verify report as JSON');
 }
 
 /** Runs `ivmr verify`; returns 0 when all is well, 3 when something is damaged or missing. */
 export async function runVerify(flags: VerifyFlags, io: CliIo): Promise<number> {
+  if (flags.boot) return runBootCheck(flags, io);
   if (flags.point !== undefined && flags.vm === undefined) {
     throw usageError('--point needs --vm');
   }
@@ -98,4 +133,40 @@ function describe(r: VerifyReport): string {
     lines.push("hint: 'ivmr repair' rebuilds a lost or damaged index from the packs");
   }
   return lines.join('\n');
+}
+
+/** `ivmr verify --boot`: 0 when the point booted, 3 when it did not. */
+async function runBootCheck(flags: VerifyFlags, io: CliIo): Promise<number> {
+  if (flags.vm === undefined) throw usageError('--boot needs --vm');
+  const [vm, at] = flags.vm.split('@') as [string, string | undefined];
+  const point = flags.point ?? at;
+  const repository = await openLocalRepository(flags.repo);
+  let report: BootReport;
+  try {
+    report = await checkBoot({
+      repository,
+      vm,
+      ...(point ? { point } : {}),
+      timeoutMs: flags.timeout * 1000,
+      accel: flags.accel,
+      bus: flags.bus,
+      qemu: flags.qemu,
+      ...(flags.minFree === undefined ? {} : { minFreeBytes: flags.minFree }),
+    });
+  } finally {
+    await repository.close();
+  }
+  if (flags.json) writeJson(io.stdout, report);
+  else {
+    const figures = `read ${formatBytes(report.bytesFromBackup)} from the backup, ${formatBytes(report.bytesFromCache)} from the cache; ${formatBytes(report.bytesWritten)} written (discarded)`;
+    writeLine(
+      io.stdout,
+      report.booted
+        ? `${report.vm}@${report.point} booted (${report.accel}): heartbeat after ${(report.timeToHeartbeatMs! / 1000).toFixed(1)} s: ${report.heartbeat}\n${figures}`
+        : `${report.vm}@${report.point} did not boot (${report.accel}): ${report.reason}\n${figures}\n--- serial console ---\n${report.serial.trimEnd()}`,
+    );
+  }
+  if (report.booted) return ExitCode.OK;
+  writeLine(io.stderr, `ivmr: ${report.vm}@${report.point} did not boot: ${report.reason}`);
+  return ExitCode.DAMAGED;
 }

@@ -15,6 +15,7 @@ const TOOLS = {
   'nfs-cat': 'libnfs-utils',
   'qemu-img': 'qemu-utils',
   'qemu-io': 'qemu-utils',
+  'qemu-system-x86_64': 'qemu-system-x86',
   rpcbind: 'rpcbind',
   rpcinfo: 'rpcbind',
 } as const;
