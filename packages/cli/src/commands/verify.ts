@@ -25,7 +25,7 @@ export interface VerifyFlags {
 export function defineVerify(program: Command): Command {
   return program
     .command('verify')
-    .summary('re-read and check every stored block')
+    .summary('re-read and check every stored block, or boot a point (--boot)')
     .description(
       'Re-read every blob (of the selected restore points) and check its checksums and hash. ' +
         'Reports damaged or missing blobs and which points and disk byte ranges they affect. ' +
