@@ -192,3 +192,23 @@ export function logLines(stderr: string): LogLine[] {
 export function problems(stderr: string): LogLine[] {
   return logLines(stderr).filter((l) => l.level >= 40);
 }
+
+/**
+ * `--repo R --cache C --vm ...` of `ivmr serve`, with free NFS and MOUNT ports and the embedded
+ * portmapper (qemu's nfs:// driver finds servers only through port 111).
+ */
+export function serveArgs(repo: string, cache: string, vms: readonly string[]): string[] {
+  return [
+    '--repo',
+    repo,
+    '--cache',
+    cache,
+    ...vms.flatMap((vm) => ['--vm', vm]),
+    '--nfs-port',
+    '0',
+    '--mount-port',
+    '0',
+    '--portmap',
+    'embedded',
+  ];
+}

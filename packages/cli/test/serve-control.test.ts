@@ -1,6 +1,6 @@
 import type { ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdir, readdir, readFile, statfs, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, statfs } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { expectNoLeakedHandles, openHandles } from '../../nfs/test/helpers/open-handles.js';
@@ -21,8 +21,10 @@ import {
   problems,
   pseudoRandom,
   type Ready,
+  serveArgs,
   startServe,
 } from './helpers.js';
+import { backup } from './repository-files.js';
 
 // Real clients (qemu-io, qemu-img, nfs-ls, nfs-cat) against the built `ivmr serve`, driven by
 // `ivmr sessions`, `ivmr stop` and `ivmr migrate` through the server's control socket. qemu's
@@ -104,30 +106,6 @@ describe('ivmr serve driven by ivmr sessions, stop and migrate', () => {
   let baseline: string[];
   const children: ChildProcess[] = [];
   const writers: Writer[] = [];
-
-  /** `--repo R --cache C --vm ...` plus free NFS and MOUNT ports and the embedded portmapper. */
-  const serveArgs = (repo: string, cache: string, vms: string[]) => [
-    '--repo',
-    repo,
-    '--cache',
-    cache,
-    ...vms.flatMap((vm) => ['--vm', vm]),
-    '--nfs-port',
-    '0',
-    '--mount-port',
-    '0',
-    '--portmap',
-    'embedded',
-  ];
-
-  /** Backs `image` up as the only disk of a new point of `vm`; returns the point id. */
-  async function backup(dir: string, repo: string, vm: string, image: Buffer): Promise<string> {
-    const path = join(dir, `${vm}.raw`);
-    await writeFile(path, image);
-    const b = await cli(['backup', path, '--repo', repo, '--vm', vm, '--json']);
-    expect(b.code, b.stderr).toBe(0);
-    return (JSON.parse(b.stdout) as { id: string }).id;
-  }
 
   async function sessions(cache: string): Promise<SessionsJson> {
     const r = await cli(['sessions', '--cache', cache, '--json']);
@@ -222,7 +200,7 @@ describe('ivmr serve driven by ivmr sessions, stop and migrate', () => {
     const repo = join(dir, 'repo');
     const cache = join(dir, 'cache');
     const image = makeImage(4 * MIB + 512, 51);
-    const point = await backup(dir, repo, 'app01', image);
+    const point = (await backup(dir, repo, 'app01', image)).id;
     const repoHash = await hashTree(repo);
     const flat = url('app01', 'app01-flat.vmdk');
 
@@ -456,7 +434,7 @@ describe('ivmr serve driven by ivmr sessions, stop and migrate', () => {
     const target = join(dir, 'target');
     const size = 24 * MIB;
     const image = makeImage(size, 61);
-    const point = await backup(dir, repo, 'db01', image);
+    const point = (await backup(dir, repo, 'db01', image)).id;
     const repoHash = await hashTree(repo);
 
     const s = await startServe(serveArgs(repo, cache, ['db01']));

@@ -19,6 +19,7 @@ import {
   makeImage,
   problems,
   pseudoRandom,
+  serveArgs,
   startServe,
 } from './helpers.js';
 import { backup, readBlockMap, readIndex } from './repository-files.js';
@@ -52,21 +53,6 @@ describe('ivmr serve with several VMs, and a damaged repository', () => {
   let release111: (() => Promise<void>) | undefined;
   let baseline: string[];
   const children: ChildProcess[] = [];
-
-  /** `--repo R --cache C --vm ...` plus free NFS and MOUNT ports and the embedded portmapper. */
-  const serveArgs = (repo: string, cache: string, vms: string[]) => [
-    '--repo',
-    repo,
-    '--cache',
-    cache,
-    ...vms.flatMap((vm) => ['--vm', vm]),
-    '--nfs-port',
-    '0',
-    '--mount-port',
-    '0',
-    '--portmap',
-    'embedded',
-  ];
 
   /** Reads a whole served disk into a local file with qemu-img and returns its bytes. */
   async function readDisk(nfsUrl: string, name: string): Promise<Buffer> {
