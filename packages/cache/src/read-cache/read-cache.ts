@@ -148,6 +148,8 @@ export class ReadCache implements BlockSource {
   /** Shrinks running: the ring must not grow back meanwhile. */
   #shrinking = 0;
   #rechecking = false;
+  /** Slots the file grows by whose writes are in flight, and what the guard charged for each. */
+  readonly #growing = new Map<number, number>();
   #hits = 0;
   #misses = 0;
   #sourceReads = 0;
@@ -426,6 +428,12 @@ export class ReadCache implements BlockSource {
         if (this.#head > s) this.#head = 0;
       }
     } finally {
+      const cost = this.#growing.get(s);
+      if (cost !== undefined) {
+        // The growth has reached the volume (or failed): a statfs from now on counts it.
+        this.#growing.delete(s);
+        this.#guard.landed(cost);
+      }
       this.#unpin(s);
     }
   }
@@ -453,19 +461,22 @@ export class ReadCache implements BlockSource {
           this.#limit = this.#fileSlots;
           continue;
         }
-        const ok = await this.#guard.allow(this.#bs);
+        // Growing costs the block and, every 128th slot, a new page of the slot table.
+        const cost = this.#bs + (s % (4096 / ENTRY_BYTES) === 0 ? 4096 : 0);
+        const ok = await this.#guard.allow(cost);
         if (this.#closed) {
-          if (ok) this.#guard.refund(this.#bs);
+          if (ok) this.#guard.refund(cost);
           return -1;
         }
         if (s !== this.#fileSlots || this.#head !== s || s >= this.#limit) {
-          if (ok) this.#guard.refund(this.#bs);
+          if (ok) this.#guard.refund(cost);
           continue;
         }
         if (ok) {
           this.#fileSlots++;
           this.#head++;
           this.#pins[s]!++;
+          this.#growing.set(s, cost);
           return s;
         }
         this.#limit = this.#fileSlots;

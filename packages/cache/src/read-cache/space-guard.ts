@@ -20,6 +20,8 @@ export class SpaceGuard {
   readonly #floor: FloorOptions;
   readonly #recheckMs: number;
   #budget = 0;
+  /** Bytes allowed whose writes have not reached the volume yet: a statfs cannot see them. */
+  #inFlight = 0;
   #checkedAt = Number.NEGATIVE_INFINITY;
   #checking: Promise<void> | undefined;
   /** Free bytes at the last check. */
@@ -49,7 +51,7 @@ export class SpaceGuard {
           Math.ceil(s.totalBytes * (this.#floor.minFreeFraction ?? DEFAULT_FLOOR_FRACTION));
         this.freeBytes = s.freeBytes;
         this.floorBytes = floor;
-        this.#budget = s.freeBytes - floor;
+        this.#budget = s.freeBytes - floor - this.#inFlight;
         this.#checkedAt = performance.now();
       } finally {
         this.#checking = undefined;
@@ -66,12 +68,22 @@ export class SpaceGuard {
     if (this.#budget < bytes || this.stale) await this.check();
     if (this.#budget < bytes) return false;
     this.#budget -= bytes;
+    this.#inFlight += bytes;
     return true;
   }
 
   /** Gives back budget taken by {@link allow} and not used. */
   refund(bytes: number): void {
     this.#budget += bytes;
+    this.#inFlight -= bytes;
+  }
+
+  /**
+   * Says that `bytes` taken by {@link allow} were written (or failed to be): the next check
+   * sees them in the volume's free space, so they are no longer held back from it.
+   */
+  landed(bytes: number): void {
+    this.#inFlight -= bytes;
   }
 
   /** Bytes the volume is below the floor at the last check (0 when it is not). */
