@@ -11,7 +11,8 @@
  * @typedef {object} Job
  * @property {string} id stable key
  * @property {string} title
- * @property {'randread' | 'read' | 'randwrite' | 'write'} rw
+ * @property {'randread' | 'read' | 'randwrite' | 'write' | 'randrw'} rw
+ * @property {number} [readShare] percent of reads in a `randrw` job (fio's rwmixread)
  * @property {number} bs bytes
  * @property {number} iodepth
  * @property {'read' | 'write'} file which of the two files
@@ -72,6 +73,7 @@ export function timedArgs(job, o) {
     `--nfs_url=${o.url}`,
     `--filename=${o.fileName}`,
     `--rw=${job.rw}`,
+    ...(job.rw === 'randrw' ? [`--rwmixread=${job.readShare ?? 50}`] : []),
     `--bs=${job.bs}`,
     `--iodepth=${job.iodepth}`,
     `--size=${o.size}`,
@@ -210,16 +212,20 @@ export function figures(run, job) {
     return { error: `fio exited with ${run.exitCode} and no JSON: ${lastLines(run.stderr)}` };
   }
   if (j.error !== 0) return { error: `fio job error ${j.error}: ${lastLines(run.stderr)}` };
-  const dir = job.rw.endsWith('write') ? j.write : j.read;
-  if (!dir || dir.io_bytes === 0) return { error: `no I/O done: ${lastLines(run.stderr)}` };
-  const pct = dir.clat_ns?.percentile ?? {};
-  const seconds = dir.runtime / 1000;
+  // A mixed job counts the I/O of both directions; its latencies are those of its reads.
+  const dirs =
+    job.rw === 'randrw' ? [j.read, j.write] : [job.rw.endsWith('write') ? j.write : j.read];
+  const ioBytes = dirs.reduce((a, d) => a + (d?.io_bytes ?? 0), 0);
+  if (ioBytes === 0) return { error: `no I/O done: ${lastLines(run.stderr)}` };
+  const sum = (/** @type {string} */ key) => dirs.reduce((a, d) => a + d[key], 0);
+  const pct = dirs[0].clat_ns?.percentile ?? {};
+  const seconds = Math.max(...dirs.map((d) => d.runtime)) / 1000;
   return {
     error: null,
-    iops: dir.iops,
-    bytesPerSecond: dir.bw_bytes,
-    ios: dir.total_ios,
-    bytes: dir.io_bytes,
+    iops: sum('iops'),
+    bytesPerSecond: sum('bw_bytes'),
+    ios: sum('total_ios'),
+    bytes: ioBytes,
     seconds,
     p50Us: (pct['50.000000'] ?? Number.NaN) / 1000,
     p99Us: (pct['99.000000'] ?? Number.NaN) / 1000,

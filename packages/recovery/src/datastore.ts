@@ -212,8 +212,27 @@ export class RecoveryDatastore implements NfsFileSystem {
     attrs: SetAttributes,
     verifier: Uint8Array | undefined,
   ): Promise<bigint> {
+    const disk = this.#recoveredDisk(dirId, name);
+    if (disk) {
+      // RFC 1813: GUARDED and EXCLUSIVE fail on an existing file; UNCHECKED opens it and applies
+      // the attributes, as a client's open(O_CREAT) of the disk does (libnfs, fio). Its size
+      // cannot change.
+      if (mode !== 'unchecked') throw NfsStatusError.of('EXIST', `${name} is a recovered disk`);
+      if (disk.session.readOnly) throw NfsStatusError.of('ROFS');
+      const id = makeId(IdKind.Flat, disk.session.state.number, BigInt(disk.index));
+      await this.setattr(id, attrs);
+      return id;
+    }
     const session = this.#folder(dirId, name);
     return this.#hostId(session, await session.files.create(name, mode, attrs, verifier));
+  }
+
+  /** The recovered disk `name` in the VM folder `dirId`, if it is one. */
+  #recoveredDisk(dirId: bigint, name: string): { session: RecoverySession; index: number } | null {
+    const t = this.#target(dirId);
+    if (t.kind !== IdKind.Folder) return null;
+    const index = t.session!.disks.findIndex((d) => d.flatName === name);
+    return index >= 0 ? { session: t.session!, index } : null;
   }
 
   async mkdir(dirId: bigint): Promise<bigint> {

@@ -124,11 +124,25 @@ describe('ESXi-like file traffic in a VM folder', () => {
     expect(session.disks[0]!.overlay.stats().dirtyBytes).toBe(0);
   });
 
-  it('refuses to remove or replace the flat extent, and to make folders', async () => {
-    expect((await client.remove(folder, 'app01-flat.vmdk')).status).toBe(NfsStatus.ACCES);
-    expect((await client.create(folder, 'app01-flat.vmdk', { mode: 'unchecked' })).status).toBe(
-      NfsStatus.ACCES,
+  it('an UNCHECKED CREATE of the flat extent opens it (open with O_CREAT); it cannot be replaced', async () => {
+    const flat = (await client.lookup(folder, 'app01-flat.vmdk')).object!;
+    const before = (await client.read(flat, 0, 4096)).data!;
+    const opened = await client.create(folder, 'app01-flat.vmdk', { mode: 'unchecked' });
+    expect(opened.status).toBe(NfsStatus.OK);
+    expect(opened.object).toEqual(flat);
+    expect(opened.objAttrs?.size).toBe(session.disks[0]!.extent.size);
+    expect((await client.read(flat, 0, 4096)).data).toEqual(before);
+    // Truncation (O_TRUNC sends size 0) would replace the disk.
+    const truncate = { mode: 'unchecked', attrs: { size: 0 } } as const;
+    expect((await client.create(folder, 'app01-flat.vmdk', truncate)).status).toBe(NfsStatus.INVAL);
+    expect((await client.create(folder, 'app01-flat.vmdk', { mode: 'guarded' })).status).toBe(
+      NfsStatus.EXIST,
     );
+    expect((await client.read(flat, 0, 4096)).data).toEqual(before);
+  });
+
+  it('refuses to remove the flat extent, and to make folders', async () => {
+    expect((await client.remove(folder, 'app01-flat.vmdk')).status).toBe(NfsStatus.ACCES);
     expect((await client.mkdir(folder, 'sub')).status).toBe(NfsStatus.NOTSUPP);
     expect(
       (await client.create(server.handle('/ivmr'), 'new-vm', { mode: 'guarded' })).status,

@@ -1,0 +1,129 @@
+/**
+ * The ivmr side of the serve benchmark, driven the way a user drives it: `ivmr backup` of the
+ * test disk into a repository, and `ivmr serve` (the built command, packages/cli/dist/cli.js) in
+ * the benchmark's network namespace, serving the VM's flat VMDK over NFSv3.
+ */
+import { spawn } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
+import { mkdir, rm } from 'node:fs/promises';
+import { fileURLToPath } from 'node:url';
+import { Child, waitFor } from '../nfs/processes.mjs';
+
+export const CLI = fileURLToPath(new URL('../../packages/cli/dist/cli.js', import.meta.url));
+export const VM = 'bench';
+const EXPORT = '/ivmr';
+
+/** Fails with what to do when the command has not been built. */
+export function checkBuilt() {
+  if (!existsSync(CLI)) {
+    throw new Error(`${CLI} is missing: build first (npx -y pnpm@10.34.8 -r run build)`);
+  }
+}
+
+/**
+ * `ivmr backup` of `image` into a new repository `repo` (full backup, `codec`, 1 MiB blocks).
+ * @param {{ image: string, repo: string, codec: 'lz4' | 'zstd' }} o
+ * @returns {Promise<{ seconds: number, point: any }>}
+ */
+export async function backUp(o) {
+  const started = performance.now();
+  const args = [CLI, 'backup', o.image, '--repo', o.repo, '--vm', VM, '--codec', o.codec];
+  const proc = spawn(process.execPath, [...args, '--json'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  proc.stdout.on('data', (d) => {
+    stdout += d;
+  });
+  proc.stderr.on('data', (d) => {
+    stderr = (stderr + d).slice(-4096);
+  });
+  const code = await new Promise((resolve, reject) => {
+    proc.once('error', reject);
+    proc.once('close', resolve);
+  });
+  if (code !== 0) throw new Error(`ivmr backup (${o.codec}) exited with ${code}: ${stderr.trim()}`);
+  return { seconds: (performance.now() - started) / 1000, point: JSON.parse(stdout) };
+}
+
+/**
+ * @typedef {import('../nfs/servers.mjs').Server & {
+ *   pid: number,
+ *   diskPath: string,
+ *   memory: () => { rssBytes: number, peakRssBytes: number } | null,
+ * }} ServeServer
+ */
+
+/**
+ * Starts `ivmr serve` for the benchmark VM of `repo` with the cache folder `cache` (created),
+ * on 127.0.0.1 with free ports and no portmapper, and waits for its JSON readiness line.
+ * `fresh` first removes the cache folder: an empty overlay and an empty read cache.
+ * @param {import('../nfs/namespace.mjs').Namespace} ns
+ * @param {{ name: string, repo: string, cache: string, readCacheBytes: number, fresh: boolean,
+ *   cpuProfDir?: string }} o
+ * @returns {Promise<ServeServer>}
+ */
+export async function startServe(ns, o) {
+  checkBuilt();
+  if (o.fresh) await rm(o.cache, { recursive: true, force: true });
+  await mkdir(o.cache, { recursive: true });
+  const prof = o.cpuProfDir ? ['--cpu-prof', `--cpu-prof-dir=${o.cpuProfDir}`] : [];
+  const args = [
+    ...['serve', '--repo', o.repo, '--vm', VM, '--cache', o.cache],
+    ...['--listen', '127.0.0.1', '--nfs-port', '0', '--portmap', 'off', '--export', EXPORT],
+    // The benchmark's cache volume is the machine's disk: ask for no more than the VM needs.
+    ...['--min-free', '1M', '--read-cache', String(o.readCacheBytes)],
+    ...['--log-level', 'warn', '--json'],
+  ];
+  const proc = ns.spawn([process.execPath, ...prof, CLI, ...args], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const child = new Child(o.name, proc);
+  let line = '';
+  proc.stdout?.on('data', (d) => {
+    line += d;
+  });
+  const ready = await waitFor(
+    child,
+    () => (line.includes('\n') ? JSON.parse(line.slice(0, line.indexOf('\n'))) : null),
+    120_000,
+    'readiness line',
+  );
+  const disk = ready.sessions?.[0]?.disks?.[0];
+  if (typeof disk !== 'string') {
+    await child.stop(10_000);
+    throw new Error(`${o.name}: no disk in the readiness line ${line.trim()}`);
+  }
+  const q = `?nfsport=${ready.nfsPort}&mountport=${ready.mountPort}&version=3`;
+  return {
+    name: /** @type {any} */ (o.name),
+    pid: child.pid,
+    diskPath: disk,
+    exportUrl: `nfs://127.0.0.1${EXPORT}${q}`,
+    fileUrl: (file) => `nfs://127.0.0.1${EXPORT}/${file}${q}`,
+    cpuSeconds: () => child.cpuSeconds(),
+    assertRunning: () => child.assertRunning(),
+    memory: () => memoryOf(child.pid),
+    stop: async () => {
+      await child.stop(30_000);
+      const code = child.proc.exitCode;
+      if (code !== 0) {
+        throw new Error(`${o.name} exited with ${code ?? child.proc.signalCode} on SIGTERM`);
+      }
+    },
+  };
+}
+
+/**
+ * Resident and peak resident memory of a process (Linux /proc/<pid>/status), null once gone.
+ * @param {number} pid
+ */
+export function memoryOf(pid) {
+  let status;
+  try {
+    status = readFileSync(`/proc/${pid}/status`, 'latin1');
+  } catch {
+    return null;
+  }
+  const kib = (key) => Number(new RegExp(`^${key}:\\s+(\\d+) kB`, 'm').exec(status)?.[1] ?? NaN);
+  return { rssBytes: kib('VmRSS') * 1024, peakRssBytes: kib('VmHWM') * 1024 };
+}
