@@ -16,8 +16,8 @@ import { Bench } from 'tinybench';
 import { MiB, prng, writeImage } from './image.mjs';
 import { FRAME } from './limits.mjs';
 
-const CHAIN = 50;
-const DISK_SIZE = 32 * MiB;
+export const CHAIN = 50;
+export const DISK_SIZE = 32 * MiB;
 /** Small blocks, so the chain's maps have 512 entries each and resolving them costs something. */
 const CHAIN_BLOCK = 64 * 1024;
 const READ = 4096;
@@ -125,23 +125,36 @@ export async function runMicro({ seed, ms, tmp }) {
   await bench.run();
   for (const p of opened) await p.close();
 
-  const results = bench.tasks.map((task) => {
-    const res = task.result;
-    if (res.state !== 'completed') {
-      throw new Error(`micro-benchmark ${task.name} ${res.state}: ${res.error?.message ?? ''}`);
-    }
-    return {
-      name: task.name,
-      opsPerSec: 1000 / res.latency.mean,
-      meanUs: res.latency.mean * 1000,
-      medianUs: res.latency.p50 * 1000,
-      p99Us: res.latency.p99 * 1000,
-      rmePercent: res.latency.rme,
-      samples: res.latency.samplesCount,
-      bytesPerOp: task.name.includes('64 KiB') ? FRAME : task.name.includes('4 KiB') ? READ : null,
-    };
-  });
+  const results = bench.tasks.map((task) =>
+    microResult(
+      task,
+      task.name.includes('64 KiB') ? FRAME : task.name.includes('4 KiB') ? READ : null,
+    ),
+  );
   return { results, chain: CHAIN, diskSize: DISK_SIZE, blockSize: CHAIN_BLOCK };
+}
+
+/**
+ * A finished tinybench task as a {@link MicroResult}; throws when it did not complete.
+ * @param {import('tinybench').Task} task
+ * @param {number | null} bytesPerOp
+ * @returns {MicroResult}
+ */
+export function microResult(task, bytesPerOp) {
+  const res = task.result;
+  if (res.state !== 'completed') {
+    throw new Error(`micro-benchmark ${task.name} ${res.state}: ${res.error?.message ?? ''}`);
+  }
+  return {
+    name: task.name,
+    opsPerSec: 1000 / res.latency.mean,
+    meanUs: res.latency.mean * 1000,
+    medianUs: res.latency.p50 * 1000,
+    p99Us: res.latency.p99 * 1000,
+    rmePercent: res.latency.rme,
+    samples: res.latency.samplesCount,
+    bytesPerOp,
+  };
 }
 
 /**
@@ -151,7 +164,7 @@ export async function runMicro({ seed, ms, tmp }) {
  * @param {Buffer} image
  * @param {number} seed
  */
-async function buildChain(image, seed) {
+export async function buildChain(image, seed) {
   const store = new MemoryStore();
   const repo = await Repository.init(store, { blockSize: CHAIN_BLOCK });
   const bytes = Buffer.from(image);

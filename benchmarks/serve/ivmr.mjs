@@ -4,7 +4,7 @@
  * the benchmark's network namespace, serving the VM's flat VMDK over NFSv3.
  */
 import { spawn } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { createWriteStream, existsSync, readFileSync } from 'node:fs';
 import { mkdir, rm } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import { Child, waitFor } from '../nfs/processes.mjs';
@@ -59,7 +59,7 @@ export async function backUp(o) {
  * `fresh` first removes the cache folder: an empty overlay and an empty read cache.
  * @param {import('../nfs/namespace.mjs').Namespace} ns
  * @param {{ name: string, repo: string, cache: string, readCacheBytes: number, fresh: boolean,
- *   cpuProfDir?: string }} o
+ *   logFile: string, cpuProfDir?: string }} o
  * @returns {Promise<ServeServer>}
  */
 export async function startServe(ns, o) {
@@ -72,12 +72,14 @@ export async function startServe(ns, o) {
     ...['--listen', '127.0.0.1', '--nfs-port', '0', '--portmap', 'off', '--export', EXPORT],
     // The benchmark's cache volume is the machine's disk: ask for no more than the VM needs.
     ...['--min-free', '1M', '--read-cache', String(o.readCacheBytes)],
-    ...['--log-level', 'warn', '--json'],
+    ...['--log-level', 'info', '--json'],
   ];
   const proc = ns.spawn([process.execPath, ...prof, CLI, ...args], {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const child = new Child(o.name, proc);
+  // The server's log (JSON lines: warnings and errors), kept across restarts.
+  proc.stderr?.pipe(createWriteStream(o.logFile, { flags: 'a' }));
   let line = '';
   proc.stdout?.on('data', (d) => {
     line += d;

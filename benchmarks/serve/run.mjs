@@ -13,7 +13,7 @@
 
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { copyFileSync, createReadStream, statSync, writeFileSync } from 'node:fs';
+import { copyFileSync, createReadStream, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { cpus, tmpdir, totalmem } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -204,6 +204,7 @@ async function main() {
         cache: join(tmp, `cache-${codec}`),
         readCacheBytes: options.size,
         fresh: true,
+        logFile: join(tmp, `${name}.log`),
         cpuProfDir: opts['cpu-prof'],
       });
       servers.set(name, s);
@@ -309,6 +310,7 @@ async function main() {
             if (!r.hung) break;
             // libnfs 4.0 can hang at the end of a run (README, "Known client problems"): once more.
             runs.push(entry);
+            if (name !== 'ganesha') log(`${name}'s log ends:\n${tail(join(tmp, `${name}.log`))}`);
             log(
               `${key} round ${round}: HUNG, fio killed after ${r.wallSeconds.toFixed(0)} s (${r.stderrTail}); again`,
             );
@@ -316,6 +318,7 @@ async function main() {
           runs.push(entry);
           if (job.file === 'write' && name !== 'ganesha') dirty.add(name);
           if (entry.hung || entry.error) {
+            if (name !== 'ganesha') log(`${name}'s log ends:\n${tail(join(tmp, `${name}.log`))}`);
             broken.add(key);
             failed = true;
             log(`${key} round ${round}: ${entry.hung ? 'HUNG' : `FAILED: ${entry.error}`}`);
@@ -428,6 +431,18 @@ function dropPageCache() {
   } catch (err) {
     if (results.pageCacheDropped !== false) log(`cannot drop the page cache: ${err.message}`);
     results.pageCacheDropped = false;
+  }
+}
+
+/**
+ * The last lines of a log file.
+ * @param {string} path
+ */
+function tail(path) {
+  try {
+    return readFileSync(path, 'utf8').trim().split('\n').slice(-8).join('\n');
+  } catch {
+    return '(no log)';
   }
 }
 

@@ -24,6 +24,12 @@ export interface AllocationInfo {
   readonly allocatedBytes: number;
 }
 
+/** A plain Uint8Array over memory that is not zeroed first (never from Buffer's shared pool). */
+function uninitialized(length: number): Uint8Array {
+  const b = Buffer.allocUnsafeSlow(length);
+  return new Uint8Array(b.buffer, b.byteOffset, length);
+}
+
 /**
  * The `-flat.vmdk` file of a disk as a virtual file over a block source: what the NFS datastore
  * serves for it. Also a `BlockSource` itself.
@@ -67,7 +73,8 @@ export class FlatExtent implements BlockSource {
   /** Reads like `BlockSource.read`: bytes from the source, zeros past its real end. */
   async read(offset: number, length: number, into?: Uint8Array): Promise<Uint8Array> {
     checkReadRange(this.size, offset, length, into);
-    const out = into ? into.subarray(0, length) : new Uint8Array(length);
+    // Every byte of `out` is written below (source bytes, then zeros), so it need not start zeroed.
+    const out = into ? into.subarray(0, length) : uninitialized(length);
     const inSource = Math.max(0, Math.min(length, this.sourceSize - offset));
     if (inSource > 0) await this.#source.read(offset, inSource, out);
     if (inSource < length) out.fill(0, inSource, length);
