@@ -87,6 +87,8 @@ export interface ReadCacheStats {
 const DEFAULT_BLOCK = 64 * 1024;
 const DEFAULT_MAX_BYTES = 2 * 1024 ** 3;
 const TABLE_CHUNK = 1 << 20;
+/** Bytes the space guard keeps back beyond the floor for what it cannot count (see SpaceGuard). */
+const GUARD_SLACK = 64 * 1024;
 
 interface ZeroProbe {
   readonly blockSize: number;
@@ -236,6 +238,7 @@ export class ReadCache implements BlockSource {
       options.statfs ?? fs.statfs,
       options,
       options.statfsIntervalMs ?? 1000,
+      GUARD_SLACK,
     );
     const cache = new ReadCache(source, file, header, options, guard);
     try {

@@ -13,6 +13,10 @@ export interface FloorOptions {
  * Decides whether a cache may grow: it asks the volume (statfs) and allows growth only while
  * the volume keeps at least the floor free. Between checks it spends a budget (free space minus
  * floor at the last check), so growing costs one statfs per budget or per `recheckMs`.
+ *
+ * It also keeps `slack` bytes back beyond the floor: space the volume spends that the cache's own
+ * accounting cannot see (the file's header page, file-system metadata, page rounding). Without
+ * it a full volume ended up to a few pages below the floor (seen on tmpfs: 20 KiB).
  */
 export class SpaceGuard {
   readonly #dir: string;
@@ -29,8 +33,11 @@ export class SpaceGuard {
   /** The floor in bytes at the last check. */
   floorBytes = Number.NaN;
 
-  constructor(dir: string, statfs: StatFs, floor: FloorOptions, recheckMs = 1000) {
+  readonly #slack: number;
+
+  constructor(dir: string, statfs: StatFs, floor: FloorOptions, recheckMs = 1000, slack = 0) {
     this.#dir = dir;
+    this.#slack = slack;
     this.#statfs = statfs;
     this.#floor = floor;
     this.#recheckMs = recheckMs;
@@ -51,7 +58,7 @@ export class SpaceGuard {
           Math.ceil(s.totalBytes * (this.#floor.minFreeFraction ?? DEFAULT_FLOOR_FRACTION));
         this.freeBytes = s.freeBytes;
         this.floorBytes = floor;
-        this.#budget = s.freeBytes - floor - this.#inFlight;
+        this.#budget = s.freeBytes - floor - this.#slack - this.#inFlight;
         this.#checkedAt = performance.now();
       } finally {
         this.#checking = undefined;
