@@ -261,6 +261,38 @@ describe('ivmr backup', () => {
     await expectRestores(repo, 'vm1', point.id, { disk0: seen });
   });
 
+  it('takes a changed-blocks file on a first backup as the allocated areas', async () => {
+    const dir = await scratch();
+    const repo = join(dir, 'repo');
+    const image = join(dir, 'disk0.img');
+    // Zeros, with data in two places; the file lists exactly those.
+    const v1 = Buffer.alloc(SIZE);
+    makeImage(3 * BLOCK, 22).copy(v1, 0);
+    makeImage(1000, 23).copy(v1, 10 * BLOCK + 5);
+    await writeFile(image, v1);
+    await writeFile(join(dir, 'areas.txt'), `0 ${3 * BLOCK}\n${10 * BLOCK + 5} 1000\n`);
+    const point = JSON.parse(
+      await ok([
+        'backup',
+        image,
+        '--repo',
+        repo,
+        '--vm',
+        'vm1',
+        '--block-size',
+        '64K',
+        '--changed-blocks',
+        join(dir, 'areas.txt'),
+        '--json',
+      ]),
+    );
+    expect(point.kind).toBe('full');
+    const stats = point.disks[0].stats;
+    expect(stats.readBytes).toBe(4 * BLOCK);
+    expect(stats.zeroBlocks).toBe(Math.ceil(SIZE / BLOCK) - 4);
+    await expectRestores(repo, 'vm1', point.id, { disk0: v1 });
+  });
+
   it('backs up several disks, named after the images or by --disk-name, with a VM config', async () => {
     const dir = await scratch();
     const repo = join(dir, 'repo');

@@ -219,7 +219,10 @@ function applyWrite(
   }
 }
 
-/** Which block starts a backup must read: changed, past the parent's whole blocks, or short. */
+/**
+ * Which block starts a backup must read. With a parent: changed, past the parent's whole blocks,
+ * or short. Without one, `changed` lists the allocated areas: only the blocks they overlap.
+ */
 function expectedReads(
   size: number,
   bs: number,
@@ -237,9 +240,26 @@ function expectedReads(
   const starts: number[] = [];
   for (let b = 0; b < blocks; b++) {
     const whole = Math.min(bs, size - b * bs) === bs;
-    if (changed === null || b >= parentWhole || !whole || hit.has(b)) starts.push(b * bs);
+    const read =
+      changed === null || hit.has(b) || (parentSize !== null && (b >= parentWhole || !whole));
+    if (read) starts.push(b * bs);
   }
   return starts;
+}
+
+/** The runs of non-zero bytes of `bytes`, runs less than `gap` apart merged into one. */
+function nonZeroRuns(bytes: Uint8Array, gap: number): { offset: number; length: number }[] {
+  const runs: { offset: number; length: number }[] = [];
+  for (let i = 0; i < bytes.length; i++) {
+    if (bytes[i] === 0) continue;
+    let end = i + 1;
+    while (end < bytes.length && bytes[end] !== 0) end++;
+    const last = runs.at(-1);
+    if (last && i - (last.offset + last.length) < gap) last.length = end - last.offset;
+    else runs.push({ offset: i, length: end - i });
+    i = end;
+  }
+  return runs;
 }
 
 async function readBackAll(repo: Repository, vms: readonly ModelVm[], rng: Prng): Promise<void> {
@@ -353,15 +373,18 @@ async function runBackupOp(repo: Repository, op: BackupOp, vms: ModelVm[]): Prom
       ranges.push({ offset, length: x.len % Math.min(size - offset + 1, 3 * disk.blockSize) });
     }
     const parentDisk = parent?.disks.get(name);
-    const useCbt = op.cbt && parentDisk !== undefined;
+    // Without a parent the ranges are the allocated areas (a first backup with CBT): they must
+    // cover every non-zero byte, so add the disk's non-zero runs to the writes and extras.
+    if (op.cbt && !parentDisk)
+      ranges.push(...nonZeroRuns(disk.bytes, rng.int(1, 2 * disk.blockSize)));
     const source = new CountingSource(new MemoryBlockSource(disk.bytes));
     inputs.push({ name, source, changedRanges: op.cbt ? ranges : undefined });
     checks.push(() => {
       const want = expectedReads(
         size,
         disk.blockSize,
-        useCbt ? parentDisk.bytes.length : null,
-        useCbt ? ranges : null,
+        parentDisk ? parentDisk.bytes.length : null,
+        op.cbt ? ranges : null,
       );
       expect(
         source.reads.map((r) => r.offset),

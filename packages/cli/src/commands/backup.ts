@@ -58,7 +58,8 @@ export function defineBackup(program: Command): Command {
     .option('--reverse', 'keep a reverse-incremental chain: the newest point is the full one')
     .option(
       '--changed-blocks <file>',
-      'changed byte ranges since the last backup (CBT), one file per image in order',
+      'changed byte ranges since the last backup (CBT), or the allocated areas for a first\n' +
+        'backup; one file per image in order',
       collect,
     )
     .option(

@@ -28,8 +28,18 @@ export interface BackupDisk {
   /** Path the source came from (used for the default name only). */
   readonly path?: string;
   /**
-   * Byte ranges that changed since the parent point (VMware CBT style). Blocks outside them
-   * are taken from the parent without reading the source. Ignored for a disk the parent lacks.
+   * Byte ranges to read, like VMware's `QueryChangedDiskAreas` (CBT). Unset: every block is read.
+   *
+   * - For a disk the parent point has: the ranges that changed since that point. Whole blocks
+   *   that overlap no range and that the parent has whole are taken from the parent without
+   *   reading; the rest (a disk that grew, the short last block) is read.
+   * - For a disk without a parent (a VM's first backup, or a disk the parent lacks): the
+   *   allocated areas of the disk (changeId `"*"`). Blocks that overlap no range are recorded as
+   *   zero blocks without reading (counted in `zeroBlocks`), so a mostly sparse disk is backed up
+   *   at the cost of its data.
+   *
+   * Ranges may overlap and need not be sorted or block-aligned; a block overlapping any range is
+   * read whole. Parts of ranges past the end of the source are ignored.
    */
   readonly changedRanges?: ReadonlyArray<{ readonly offset: number; readonly length: number }>;
 }
@@ -139,7 +149,13 @@ export async function runBackup(
       const slots = new Int32Array(blockCount);
       // Blocks the parent has whole (its last block is partial when its size was not a multiple).
       const parentWhole = base ? Math.floor(base.size / blockSize) : 0;
-      const isChanged = base ? changedBlocks(input.changedRanges, blockSize) : null;
+      const changed = changedBlocks(input.changedRanges, blockSize, blockCount);
+      // A block that overlaps no range is not read: with a parent it is the parent's (when the
+      // parent has it whole), without one it is a zero block (the ranges are the allocated areas).
+      const skips = (b: number): boolean =>
+        changed !== null &&
+        changed[b] === 0 &&
+        (base === null || (b < parentWhole && (b + 1) * blockSize <= size));
       const stats = { ...ZERO_STATS, blocks: blockCount };
       const buf = new Uint8Array(blockSize);
 
@@ -150,11 +166,20 @@ export async function runBackup(
           });
         }
         const start = b * blockSize;
-        const len = Math.min(blockSize, size - start);
+        let len = Math.min(blockSize, size - start);
         const parentEntry = base && b < base.slots.length ? base.slots[b]! : 0;
-        if (isChanged && b < parentWhole && len === blockSize && !isChanged(b)) {
-          slots[b] = parentEntry;
-          stats.unchangedBlocks++;
+        if (skips(b)) {
+          // The whole run of skipped blocks at once: no read, no allocation, one progress report.
+          let end = b + 1;
+          while (end < blockCount && skips(end)) end++;
+          if (base) {
+            slots.set(base.slots.subarray(b, end), b);
+            stats.unchangedBlocks += end - b;
+          } else {
+            stats.zeroBlocks += end - b;
+          }
+          len = Math.min(end * blockSize, size) - start;
+          b = end - 1;
         } else {
           const raw = await input.source.read(start, len, buf);
           stats.readBytes += len;
@@ -325,13 +350,17 @@ function diskNames(disks: readonly BackupDisk[]): string[] {
   return names;
 }
 
-/** A predicate "block b overlaps a changed range"; no ranges means everything changed. */
+/**
+ * Which blocks overlap a range: one byte per block, 1 when it does; null without ranges
+ * (everything is read). Parts of ranges past the last block are ignored.
+ */
 function changedBlocks(
   ranges: BackupDisk['changedRanges'],
   blockSize: number,
-): ((block: number) => boolean) | null {
+  blockCount: number,
+): Uint8Array | null {
   if (!ranges) return null;
-  const set = new Set<number>();
+  const hit = new Uint8Array(blockCount);
   for (const r of ranges) {
     if (
       !Number.isSafeInteger(r.offset) ||
@@ -343,10 +372,10 @@ function changedBlocks(
     }
     if (r.length === 0) continue;
     const first = Math.floor(r.offset / blockSize);
-    const last = Math.floor((r.offset + r.length - 1) / blockSize);
-    for (let b = first; b <= last; b++) set.add(b);
+    const last = Math.min(Math.floor((r.offset + r.length - 1) / blockSize), blockCount - 1);
+    if (first <= last) hit.fill(1, first, last + 1);
   }
-  return (b) => set.has(b);
+  return hit;
 }
 
 let zeros = Buffer.alloc(0);
