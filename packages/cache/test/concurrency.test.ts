@@ -33,7 +33,7 @@ describe('RangeLocks', () => {
               release();
             }),
           );
-          expect(locks.busyUnits).toBe(0);
+          expect(locks.busyRanges).toBe(0);
         },
       ),
       { numRuns: numRuns(100, 1000) },

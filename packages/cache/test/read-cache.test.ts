@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import { type BlockSource, ErrorCode, isIvmrError, MemoryBlockSource } from '@ivmr/core';
 import { describe, expect, it, vi } from 'vitest';
 import {
+  type CacheFileSystem,
   ReadCache,
   type ReadCacheOptions,
   requireRecoverySpace,
@@ -78,6 +79,58 @@ describe('ReadCache hits and misses', () => {
     // A read across three blocks: one hit, two misses.
     expectBytes(await cache.read(60 * KiB, 100 * KiB), await base.read(60 * KiB, 100 * KiB));
     expect(cache.stats()).toMatchObject({ hits: 2, misses: 3, sourceReads: 3 });
+    await cache.close();
+    base.expectUntouched();
+  });
+
+  it('serves blocks cached in consecutive slots with one file read, block by block when it fails', async () => {
+    const base = new ReadOnlyBase(randomBytesFrom(3, 1 * MiB));
+    const fs = new CrashFs();
+    // Counts the cache file's reads; `shortReads` makes each read return one byte less.
+    let fileReads = 0;
+    let shortReads = false;
+    const counting: CacheFileSystem = {
+      open: async (path, flags) => {
+        const file = await fs.open(path, flags);
+        return {
+          read: async (into, position) => {
+            fileReads++;
+            const n = await file.read(into, position);
+            return shortReads ? Math.max(0, n - 1) : n;
+          },
+          write: (data, position) => file.write(data, position),
+          sync: () => file.sync(),
+          truncate: (size) => file.truncate(size),
+          size: () => file.size(),
+          close: () => file.close(),
+        };
+      },
+      exists: (path) => fs.exists(path),
+      rename: (from, to) => fs.rename(from, to),
+      unlink: (path) => fs.unlink(path),
+      mkdir: (path) => fs.mkdir(path),
+      syncDir: (path) => fs.syncDir(path),
+      statfs: (path) => fs.statfs(path),
+    };
+    const cache = await memCache(base, { blockSize: 64 * KiB }, counting);
+    // Blocks 2..9 are loaded in order, so they take consecutive slots.
+    for (let b = 2; b < 10; b++) await cache.read(b * 64 * KiB, 64 * KiB);
+    // Once verified (the first hit of each slot checks its CRC), a read across them is one read.
+    expectBytes(
+      await cache.read(2 * 64 * KiB, 8 * 64 * KiB),
+      await base.read(2 * 64 * KiB, 8 * 64 * KiB),
+    );
+    const sourceReads = cache.stats().sourceReads;
+    fileReads = 0;
+    const from = 2 * 64 * KiB + 1000;
+    const length = 7 * 64 * KiB - 3000;
+    expectBytes(await cache.read(from, length), await base.read(from, length));
+    expect(fileReads, 'file reads for eight consecutive cached blocks').toBe(1);
+    expect(cache.stats().sourceReads).toBe(sourceReads);
+    // A short file read is not trusted: each block is retried alone, and the source serves them.
+    shortReads = true;
+    expectBytes(await cache.read(from, length), await base.read(from, length));
+    expect(cache.stats().sourceReads).toBeGreaterThan(sourceReads);
     await cache.close();
     base.expectUntouched();
   });

@@ -118,8 +118,20 @@ export interface NfsFileSystem {
    * Reads up to `count` bytes at `offset`. Returns fewer bytes only at end of file; a read at or
    * past the end returns no bytes. The server sends the returned bytes without copying them, so
    * do not change them afterwards (return a copy of a buffer you reuse). `ISDIR` for a directory.
+   *
+   * `into`, when given, is a scratch buffer of exactly `count` bytes that the server owns and
+   * reuses once the reply is written: read into it and return it (or a prefix of it) to spare an
+   * allocation per READ, or ignore it and return your own bytes. Its contents are left over from
+   * earlier replies, so every byte returned must have been written. Do not keep it, and do not
+   * write to it once the returned promise has settled.
    */
-  read(id: bigint, offset: number, count: number, ctx: NfsRequestContext): Promise<Uint8Array>;
+  read(
+    id: bigint,
+    offset: number,
+    count: number,
+    ctx: NfsRequestContext,
+    into?: Uint8Array,
+  ): Promise<Uint8Array>;
 
   /**
    * Every entry of a directory except `.` and `..`, in a stable order: the server pages through

@@ -115,15 +115,17 @@ export class RecoveryDatastore implements NfsFileSystem {
     offset: number,
     count: number,
     ctx?: NfsRequestContext,
+    into?: Uint8Array,
   ): Promise<Uint8Array> {
     const t = this.#target(id, ctx);
     if (t.kind === IdKind.Root || t.kind === IdKind.Folder) throw NfsStatusError.of('ISDIR');
     if (t.kind === IdKind.Flat) {
       const { extent } = t.disk!;
       const n = Math.max(0, Math.min(count, extent.size - offset));
-      return n === 0 ? new Uint8Array(0) : extent.read(offset, n);
+      if (n === 0) return new Uint8Array(0);
+      return extent.read(offset, n, into && into.length >= n ? into : undefined);
     }
-    return t.session!.files.read(t.local, offset, count);
+    return t.session!.files.read(t.local, offset, count, into);
   }
 
   async readdir(dirId: bigint): Promise<readonly DirectoryEntry[]> {

@@ -91,9 +91,10 @@ export class HostFiles {
     };
   }
 
-  async read(ino: bigint, offset: number, count: number): Promise<Uint8Array> {
+  /** Reads up to `count` bytes at `offset`, into `into` when it has room (as NFS READ allows). */
+  async read(ino: bigint, offset: number, count: number, into?: Uint8Array): Promise<Uint8Array> {
     const fh = await this.#handle(ino);
-    const out = Buffer.allocUnsafe(count);
+    const out = into && into.length >= count ? into.subarray(0, count) : Buffer.allocUnsafe(count);
     let done = 0;
     while (done < count) {
       const { bytesRead } = await fh.read(out, done, count - done, offset + done);

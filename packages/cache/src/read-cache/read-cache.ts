@@ -320,15 +320,76 @@ export class ReadCache implements BlockSource {
     const bs = this.#bs;
     const end = offset + length;
     const parts: Promise<void>[] = [];
-    for (let b = Math.floor(offset / bs); b * bs < end; b++) {
+    const last = Math.floor((end - 1) / bs);
+    for (let b = Math.floor(offset / bs); b <= last; ) {
+      const run = this.#cachedRun(b, last);
+      if (run > 1) {
+        parts.push(this.#readRun(b, run, offset, end, out));
+        b += run;
+        continue;
+      }
       const lo = Math.max(offset, b * bs);
       const hi = Math.min(end, (b + 1) * bs);
       parts.push(this.#readPart(b, lo - b * bs, out.subarray(lo - offset, hi - offset)));
+      b++;
     }
     if (this.#readAhead > 0) this.#startReadAhead(offset, length);
     if (parts.length === 1) await parts[0];
     else await Promise.all(parts);
     return out;
+  }
+
+  /**
+   * How many blocks from `b` (up to `last`) sit in consecutive, verified slots, so that one file
+   * read serves them all; 0 when `b` itself is not cached that way.
+   */
+  #cachedRun(b: number, last: number): number {
+    const s = this.#index.get(b);
+    if (s === undefined || this.#verified[s] !== 1) return 0;
+    let n = 1;
+    while (b + n <= last && this.#index.get(b + n) === s + n && this.#verified[s + n] === 1) n++;
+    return n;
+  }
+
+  /**
+   * Reads the part of `[offset, end)` in blocks `b..b + n - 1`, cached in consecutive slots, with
+   * one file read into `out` (which starts at `offset`). A short or failing read falls back to
+   * block by block.
+   */
+  async #readRun(
+    b: number,
+    n: number,
+    offset: number,
+    end: number,
+    out: Uint8Array,
+  ): Promise<void> {
+    const bs = this.#bs;
+    const s = this.#index.get(b)!;
+    const lo = Math.max(offset, b * bs);
+    const hi = Math.min(end, (b + n) * bs);
+    for (let i = 0; i < n; i++) this.#pins[s + i]!++;
+    let served = false;
+    try {
+      const at = this.#dataStart + s * bs + (lo - b * bs);
+      served = (await this.#file.read(out.subarray(lo - offset, hi - offset), at)) === hi - lo;
+    } catch {
+      // A failing cache file must not fail the read: block by block asks the source instead.
+    } finally {
+      for (let i = 0; i < n; i++) this.#unpin(s + i);
+    }
+    if (served) {
+      this.#hits += n;
+      this.#bytesFromCache += hi - lo;
+      this.#ref.fill(1, s, s + n);
+      return;
+    }
+    const parts: Promise<void>[] = [];
+    for (let k = b; k < b + n; k++) {
+      const from = Math.max(lo, k * bs);
+      const to = Math.min(hi, (k + 1) * bs);
+      parts.push(this.#readPart(k, from - k * bs, out.subarray(from - offset, to - offset)));
+    }
+    await Promise.all(parts);
   }
 
   /** Reads bytes `[inBlock, inBlock + dst.length)` of block `b` into `dst`. */

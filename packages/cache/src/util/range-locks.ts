@@ -1,74 +1,77 @@
-interface Waiter {
+/** A held or wanted range of units. */
+interface Request {
+  readonly first: number;
+  readonly last: number;
   readonly exclusive: boolean;
-  pending: number;
-  grant: () => void;
+  grant?: () => void;
 }
 
-interface UnitState {
-  readers: number;
-  writer: boolean;
-  readonly queue: Waiter[];
+/** True when two requests cover a common unit and at least one is exclusive. */
+function conflicts(a: Request, b: Request): boolean {
+  return a.first <= b.last && b.first <= a.last && (a.exclusive || b.exclusive);
+}
+
+/** True when two requests cover a common unit. */
+function overlaps(a: Request, b: Request): boolean {
+  return a.first <= b.last && b.first <= a.last;
 }
 
 /**
- * Shared/exclusive locks on numbered units (grains). A request for a range of units is
- * registered on all of them in one synchronous step, and each unit serves requests in arrival
- * order; so every request waits only for earlier ones and no two requests can deadlock, whatever
- * ranges overlap.
+ * Shared/exclusive locks on ranges of numbered units (grains). A request takes its whole range
+ * at once or waits for all of it, and waits behind every earlier waiting request it overlaps; so
+ * each unit serves requests in arrival order, no request holds part of a range while it waits,
+ * and no two requests can deadlock, whatever ranges overlap.
+ *
+ * The cost of a lock or a release grows with the number of requests held or waiting (the calls
+ * in flight), not with the length of the range: a 1 MiB read of 4 KiB grains is one entry.
  */
 export class RangeLocks {
-  readonly #units = new Map<number, UnitState>();
+  readonly #held: Request[] = [];
+  readonly #waiting: Request[] = [];
 
   /**
    * Locks units `first..last` (inclusive) and resolves to a release function, which must be
    * called exactly once.
    */
   lock(first: number, last: number, exclusive: boolean): Promise<() => void> | (() => void) {
-    const waiter: Waiter = { exclusive, pending: 0, grant: () => {} };
-    const blocked: UnitState[] = [];
-    for (let u = first; u <= last; u++) {
-      let st = this.#units.get(u);
-      if (st === undefined) {
-        st = { readers: 0, writer: false, queue: [] };
-        this.#units.set(u, st);
-      }
-      const free = st.queue.length === 0 && !st.writer && (!exclusive || st.readers === 0);
-      if (free) {
-        if (exclusive) st.writer = true;
-        else st.readers++;
-      } else {
-        waiter.pending++;
-        blocked.push(st);
-      }
+    const req: Request = { first, last, exclusive };
+    const release = () => this.#release(req);
+    if (this.#grantable(req, this.#waiting.length)) {
+      this.#held.push(req);
+      return release;
     }
-    const release = () => this.#release(first, last, exclusive);
-    if (blocked.length === 0) return release;
     return new Promise((resolve) => {
-      waiter.grant = () => resolve(release);
-      for (const st of blocked) st.queue.push(waiter);
+      req.grant = () => resolve(release);
+      this.#waiting.push(req);
     });
   }
 
-  #release(first: number, last: number, exclusive: boolean): void {
-    for (let u = first; u <= last; u++) {
-      const st = this.#units.get(u)!;
-      if (exclusive) st.writer = false;
-      else st.readers--;
-      while (st.queue.length > 0 && !st.writer) {
-        const head = st.queue[0]!;
-        if (head.exclusive && st.readers > 0) break;
-        st.queue.shift();
-        if (head.exclusive) st.writer = true;
-        else st.readers++;
-        if (--head.pending === 0) head.grant();
-        if (head.exclusive) break;
+  /** True when no holder conflicts with `req` and none of the first `before` waiters overlaps. */
+  #grantable(req: Request, before: number): boolean {
+    for (const h of this.#held) if (conflicts(h, req)) return false;
+    for (let i = 0; i < before; i++) if (overlaps(this.#waiting[i]!, req)) return false;
+    return true;
+  }
+
+  #release(req: Request): void {
+    const i = this.#held.indexOf(req);
+    if (i < 0) throw new Error('RangeLocks: released twice');
+    this.#held.splice(i, 1);
+    // Grant, in arrival order, every waiter that no holder and no earlier waiter stands in front of.
+    for (let w = 0; w < this.#waiting.length; ) {
+      const next = this.#waiting[w]!;
+      if (!this.#grantable(next, w)) {
+        w++;
+        continue;
       }
-      if (st.readers === 0 && !st.writer && st.queue.length === 0) this.#units.delete(u);
+      this.#waiting.splice(w, 1);
+      this.#held.push(next);
+      next.grant!();
     }
   }
 
-  /** Units with a holder or a waiter (0 when idle; for tests). */
-  get busyUnits(): number {
-    return this.#units.size;
+  /** Requests held or waiting (0 when idle; for tests). */
+  get busyRanges(): number {
+    return this.#held.length + this.#waiting.length;
   }
 }

@@ -17,6 +17,7 @@ import { AuthFlavor, AuthStat } from '../rpc/message.js';
 import type { ServerState } from '../state.js';
 import type { XdrReader } from '../xdr/reader.js';
 import type { AccessUser, Writability } from './access.js';
+import { BufferPool } from './buffer-pool.js';
 import { ParentMap } from './parent-map.js';
 
 /** A file a call is about: its export, the export's adapter, the file id and the caller. */
@@ -44,6 +45,8 @@ export type Nfs3Procedure = (
  */
 export class Nfs3Context {
   readonly state: ServerState;
+  /** Data buffers of READ replies, reused once each reply is written. */
+  readonly readBuffers = new BufferPool();
   readonly #exports: ReadonlyMap<number, ExportEntry>;
   readonly #parents = new Map<number, ParentMap>();
   readonly #writability = new Map<number, Writability>();

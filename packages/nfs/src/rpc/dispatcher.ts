@@ -44,7 +44,13 @@ export interface RpcCall {
  * after the body as they are (the data of a READ, padded by the transport): they are not copied
  * into the reply buffer, and must stay unchanged until the reply is written.
  */
-export type ReplyEncoder = (w: XdrWriter) => Uint8Array | undefined;
+export type ReplyEncoder = ((w: XdrWriter) => Uint8Array | undefined) & {
+  /**
+   * Called once when the returned bytes are no longer needed: written to the socket, copied, or
+   * dropped with the connection. Lets a procedure reuse the buffer they live in.
+   */
+  sent?: () => void;
+};
 
 /**
  * A procedure: decodes its arguments from `args` synchronously (an `IVMR_XDR` error there
@@ -89,6 +95,8 @@ export class RpcAuthError extends Error {
 export interface PendingReply {
   readonly xid: number;
   write(w: XdrWriter): Uint8Array | undefined;
+  /** The encoder's `sent` hook: the transport calls it once the reply's bytes are not needed. */
+  readonly sent?: () => void;
 }
 
 /**
@@ -252,6 +260,7 @@ export class Dispatcher {
           writeAcceptedHeader(w, xid, AcceptStat.SUCCESS);
           return encoder(w);
         },
+        sent: encoder.sent,
       };
     };
     if (program.nonIdempotent?.(header.vers, header.proc) !== true) return run();
@@ -274,8 +283,12 @@ export class Dispatcher {
     }
     const done = run().then((reply) => {
       const w = new XdrWriter(512);
-      const tail = reply.write(w);
-      return tail ? Buffer.concat([w.view(), tail]) : Buffer.from(w.view());
+      try {
+        const tail = reply.write(w);
+        return tail ? Buffer.concat([w.view(), tail]) : Buffer.from(w.view());
+      } finally {
+        reply.sent?.();
+      }
     });
     this.#remember(key, { done, at: performance.now() });
     done.catch(() => this.#drc.delete(key));
@@ -295,6 +308,7 @@ export class Dispatcher {
       this.#programs.get(header.prog)?.resultStatus?.(header.vers, header.proc) === true;
     return {
       xid: reply.xid,
+      sent: reply.sent,
       write(w) {
         const at = w.pos;
         const tail = reply.write(w);

@@ -86,6 +86,24 @@ export function describeReadContract(s: Subject): void {
     }
   });
 
+  it('read into a scratch buffer of left-over bytes returns exactly the file bytes', async () => {
+    // The server passes a reused buffer whose contents are old replies: an adapter that reads
+    // into it must overwrite every byte it returns.
+    const data = s.data('data.bin');
+    const hello = s.data('hello.txt');
+    for (const [name, bytes, offset, count] of [
+      ['data.bin', data, 0, 65_536],
+      ['data.bin', data, 4095, 8193],
+      ['data.bin', data, data.length - 100, 4096],
+      ['hello.txt', hello, 0, 4096],
+    ] as const) {
+      const scratch = Buffer.alloc(count, 0xa5);
+      const got = Buffer.from(await s.fs.read(await s.id(name), offset, count, ctx, scratch));
+      const want = bytes.subarray(offset, offset + count);
+      expect(got.equals(want), `read(${name}, ${offset}, ${count}) into a dirty buffer`).toBe(true);
+    }
+  });
+
   it('read returns fewer bytes than asked only at end of file', async () => {
     const id = await s.id('data.bin');
     const data = s.data('data.bin');

@@ -125,15 +125,30 @@ export class RpcTcpServer {
       socket.destroy();
     };
     const send = (reply: PendingReply) => {
-      if (socket.destroyed) return;
+      if (socket.destroyed) {
+        reply.sent?.();
+        return;
+      }
       const w = writers.pop() ?? new XdrWriter(16 * 1024);
       w.reset();
       const mark = w.reserve(4);
-      const tail = reply.write(w);
+      let tail: Uint8Array | undefined;
+      try {
+        tail = reply.write(w);
+      } catch (err) {
+        writers.push(w);
+        reply.sent?.();
+        throw err;
+      }
       const tailLength = tail ? tail.length : 0;
       const pad = (4 - (tailLength % 4)) % 4;
       w.patchU32(mark, LAST_FRAGMENT + (w.pos - 4) + tailLength + pad);
-      const release = () => writers.push(w);
+      // Called when the last write is done, or with an error when the socket is destroyed
+      // before: either way the buffers are free again.
+      const release = () => {
+        writers.push(w);
+        reply.sent?.();
+      };
       if (!tail) {
         socket.write(w.view(), release);
         return;

@@ -1,5 +1,6 @@
 import { xdrError } from '../../errors.js';
 import { type FileAttributes, NfsStatusError } from '../../filesystem.js';
+import type { ReplyEncoder } from '../../rpc/dispatcher.js';
 import { MAX_FILE_SIZE, NFS3_OK } from '../constants.js';
 import { type Nfs3Procedure, requireWritable, type Target } from '../context.js';
 import {
@@ -30,10 +31,15 @@ export const read3: Nfs3Procedure = async (nfs, call, args) => {
   let t: Target | undefined;
   try {
     t = nfs.resolve(call, file);
+    // The data buffer comes from the pool and goes back once the reply is written. A failed read
+    // drops it instead: a part of the adapter's read may still be writing into it.
+    const scratch = count === 0 ? undefined : nfs.readBuffers.take(count);
     // nfs.attrs never rejects, so a read that throws at once leaves no promise unhandled.
     const [attrsResult, dataResult] = await Promise.allSettled([
       nfs.attrs(t),
-      count === 0 ? EMPTY : t.fs.read(t.id, offset, count, t.ctx),
+      scratch === undefined
+        ? EMPTY
+        : t.fs.read(t.id, offset, count, t.ctx, scratch.subarray(0, count)),
     ]);
     const attrs = attrsResult.status === 'fulfilled' ? attrsResult.value : undefined;
     if (attrs !== undefined && attrs.type !== 'file') {
@@ -44,12 +50,14 @@ export const read3: Nfs3Procedure = async (nfs, call, args) => {
       dataResult.value.length > count ? dataResult.value.subarray(0, count) : dataResult.value;
     const eof = attrs !== undefined ? offset + data.length >= attrs.size : data.length < count;
     const fsid = t.exp.id;
-    return (w) => {
+    const encoder: ReplyEncoder = (w) => {
       w.u32(NFS3_OK);
       writePostOpAttr(w, attrs, fsid);
       w.u32(data.length).bool(eof).u32(data.length);
       return data;
     };
+    if (scratch !== undefined) encoder.sent = () => nfs.readBuffers.give(scratch);
+    return encoder;
   } catch (err) {
     return failWithPostOpAttr(nfs, call, err, t);
   }
