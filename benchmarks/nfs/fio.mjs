@@ -62,9 +62,12 @@ export const JOBS = [
 ];
 
 /**
- * fio's arguments for a timed job.
+ * fio's arguments for a timed job. `once` ends the job after one pass over the file even when
+ * the runtime is not over: a cold sequential read must not wrap around into blocks it has just
+ * read (they are warm by then).
  * @param {Job} job
- * @param {{ url: string, fileName: string, size: number, runtime: number, ramp: number }} o
+ * @param {{ url: string, fileName: string, size: number, runtime: number, ramp: number,
+ *   once?: boolean }} o
  */
 export function timedArgs(job, o) {
   return [
@@ -77,7 +80,7 @@ export function timedArgs(job, o) {
     `--bs=${job.bs}`,
     `--iodepth=${job.iodepth}`,
     `--size=${o.size}`,
-    '--time_based',
+    ...(o.once ? [] : ['--time_based']),
     `--runtime=${o.runtime}`,
     `--ramp_time=${o.ramp}`,
     // Same offsets for both servers (fixed seed), and no random map: fio's own CPU matters on a

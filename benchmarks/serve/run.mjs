@@ -291,6 +291,8 @@ async function main() {
           const others = [...servers.values()].filter((o) => o !== s);
           const args = timedArgs(job, {
             ...options,
+            // Cold sequential: one pass at most, so that every byte read is a first read.
+            once: temp === 'cold' && job.rw === 'read',
             url: s.exportUrl,
             fileName: fileOf(name, job.file),
             size: options.size,

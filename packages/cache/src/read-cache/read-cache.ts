@@ -130,6 +130,8 @@ export class ReadCache implements BlockSource {
   readonly #maxReadAheadLoads: number;
   readonly #detector: SequentialDetector;
   readonly #flight = new SingleFlight<number, Uint8Array>();
+  /** Blocks loaded from the source whose store into the cache file is in flight. */
+  readonly #storing = new Map<number, Uint8Array>();
   readonly #prefetching = new Set<Promise<void>>();
   readonly #background = new Set<Promise<unknown>>();
   readonly #index = new Map<number, number>();
@@ -150,6 +152,9 @@ export class ReadCache implements BlockSource {
   /** Shrinks running: the ring must not grow back meanwhile. */
   #shrinking = 0;
   #rechecking = false;
+  /** close() has begun: no new reads, stores in flight finish. */
+  #closing = false;
+  #closeDone: Promise<void> | undefined;
   /** Slots the file grows by whose writes are in flight, and what the guard charged for each. */
   readonly #growing = new Map<number, number>();
   #hits = 0;
@@ -313,7 +318,7 @@ export class ReadCache implements BlockSource {
    * never fails a read: the source is asked instead. `into` as in the `BlockSource` contract.
    */
   async read(offset: number, length: number, into?: Uint8Array): Promise<Uint8Array> {
-    if (this.#closed) throw closedError('read cache');
+    if (this.#closed || this.#closing) throw closedError('read cache');
     checkReadRange(this.size, offset, length, into);
     const out = into ? into.subarray(0, length) : new Uint8Array(length);
     if (length === 0) return out;
@@ -418,6 +423,13 @@ export class ReadCache implements BlockSource {
       }
       if (this.#index.get(b) === s) this.#forget(s);
     }
+    const storing = this.#storing.get(b);
+    if (storing !== undefined) {
+      this.#hits++;
+      this.#bytesFromCache += dst.length;
+      dst.set(storing.subarray(inBlock, inBlock + dst.length));
+      return;
+    }
     this.#misses++;
     const block = await this.#flight.run(b, () => this.#loadBlock(b));
     dst.set(block.subarray(inBlock, inBlock + dst.length));
@@ -455,11 +467,17 @@ export class ReadCache implements BlockSource {
   async #loadBlock(b: number): Promise<Uint8Array> {
     const bs = this.#bs;
     const len = Math.min(bs, this.size - b * bs);
-    const buf = new Uint8Array(len);
+    // Not zeroed: the source's read fills every byte.
+    const buf = new Uint8Array(Buffer.allocUnsafeSlow(len).buffer, 0, len);
     await this.#source.read(b * bs, len, buf);
     this.#sourceReads++;
     this.#bytesFromSource += len;
-    if (!this.#closed) await this.#store(b, buf);
+    if (!this.#closed && !this.#closing && !this.#storing.has(b)) {
+      // Readers need not wait for the cache file: until the block is stored, reads of it are
+      // served from this buffer.
+      this.#storing.set(b, buf);
+      this.#track(this.#store(b, buf).finally(() => this.#storing.delete(b)));
+    }
     return buf;
   }
 
@@ -589,7 +607,8 @@ export class ReadCache implements BlockSource {
     const blocks = Math.ceil(this.size / this.#bs);
     for (let b = from; b < Math.min(to, blocks); b++) {
       if (this.#prefetching.size >= this.#maxReadAheadLoads) break;
-      if (this.#index.has(b) || this.#flight.get(b) !== undefined || this.#isZero(b)) continue;
+      if (this.#index.has(b) || this.#flight.get(b) !== undefined || this.#storing.has(b)) continue;
+      if (this.#isZero(b)) continue;
       this.#readAheadLoads++;
       const p: Promise<void> = this.#flight
         .run(b, () => this.#loadBlock(b))
@@ -689,8 +708,30 @@ export class ReadCache implements BlockSource {
   }
 
   /** Waits for read-ahead and background work, then closes the cache file (not the source). */
-  async close(): Promise<void> {
-    if (this.#closed) return;
+  /**
+   * Resolves once every block loaded so far is stored in the cache file, or given up on (a full
+   * volume, a failing file). Reads do not wait for their blocks to be stored; call this before
+   * looking at the file or at {@link ReadCache.stats}' file figures.
+   */
+  async settle(): Promise<void> {
+    while (this.#storing.size > 0 || this.#prefetching.size > 0) {
+      await Promise.allSettled([...this.#prefetching, ...this.#background]);
+    }
+  }
+
+  /**
+   * Closes the cache file. Reads stop at once; blocks already loaded are stored first, so a
+   * reopened cache has them. Calling it again returns the same promise.
+   */
+  close(): Promise<void> {
+    this.#closeDone ??= this.#close();
+    return this.#closeDone;
+  }
+
+  async #close(): Promise<void> {
+    // Reads stop now; stores already started finish, so that the blocks read are kept.
+    this.#closing = true;
+    await this.settle();
     this.#closed = true;
     await Promise.allSettled([...this.#prefetching, ...this.#background]);
     await this.#flight.idle();
