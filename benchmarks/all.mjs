@@ -18,6 +18,7 @@ export const BENCHMARKS = [
   { id: 'nfs', script: 'nfs/run.mjs', results: 'nfs.json' },
   { id: 'serve', script: 'serve/run.mjs', results: 'serve.json' },
   { id: 'serve-micro', script: 'serve/micro.mjs', results: 'serve-micro.json' },
+  { id: 'serve-first-byte', script: 'serve/first-byte.mjs', results: 'serve-first-byte.json' },
 ];
 
 const here = fileURLToPath(new URL('.', import.meta.url));

@@ -22,12 +22,14 @@ export function checkBuilt() {
 
 /**
  * `ivmr backup` of `image` into a new repository `repo` (full backup, `codec`, 1 MiB blocks).
- * @param {{ image: string, repo: string, codec: 'lz4' | 'zstd' }} o
+ * `changedBlocks` is a changed-blocks file: for this first backup, the image's allocated areas.
+ * @param {{ image: string, repo: string, codec: 'lz4' | 'zstd', changedBlocks?: string }} o
  * @returns {Promise<{ seconds: number, point: any }>}
  */
 export async function backUp(o) {
   const started = performance.now();
   const args = [CLI, 'backup', o.image, '--repo', o.repo, '--vm', VM, '--codec', o.codec];
+  if (o.changedBlocks) args.push('--changed-blocks', o.changedBlocks);
   const proc = spawn(process.execPath, [...args, '--json'], { stdio: ['ignore', 'pipe', 'pipe'] });
   let stdout = '';
   let stderr = '';
@@ -49,6 +51,9 @@ export async function backUp(o) {
  * @typedef {import('../nfs/servers.mjs').Server & {
  *   pid: number,
  *   diskPath: string,
+ *   startedAt: number,
+ *   readyAt: number,
+ *   portmapUrl: (file: string) => string,
  *   memory: () => { rssBytes: number, peakRssBytes: number } | null,
  * }} ServeServer
  */
@@ -56,10 +61,13 @@ export async function backUp(o) {
 /**
  * Starts `ivmr serve` for the benchmark VM of `repo` with the cache folder `cache` (created),
  * on 127.0.0.1 with free ports and no portmapper, and waits for its JSON readiness line.
- * `fresh` first removes the cache folder: an empty overlay and an empty read cache.
- * @param {import('../nfs/namespace.mjs').Namespace} ns
+ * `fresh` first removes the cache folder: an empty overlay and an empty read cache. `ns` spawns
+ * the server: the benchmark's network namespace, or anything with the same `spawn`.
+ * `portmap: 'embedded'` also answers portmapper calls on port 111, for clients that cannot be
+ * given the ports (qemu's nfs driver); only inside a namespace, where 111 is free.
+ * @param {Pick<import('../nfs/namespace.mjs').Namespace, 'spawn'>} ns
  * @param {{ name: string, repo: string, cache: string, readCacheBytes: number, fresh: boolean,
- *   logFile: string, cpuProfDir?: string }} o
+ *   logFile: string, cpuProfDir?: string, portmap?: 'off' | 'embedded' }} o
  * @returns {Promise<ServeServer>}
  */
 export async function startServe(ns, o) {
@@ -69,11 +77,15 @@ export async function startServe(ns, o) {
   const prof = o.cpuProfDir ? ['--cpu-prof', `--cpu-prof-dir=${o.cpuProfDir}`] : [];
   const args = [
     ...['serve', '--repo', o.repo, '--vm', VM, '--cache', o.cache],
-    ...['--listen', '127.0.0.1', '--nfs-port', '0', '--portmap', 'off', '--export', EXPORT],
+    ...['--listen', '127.0.0.1', '--nfs-port', '0', '--portmap', o.portmap ?? 'off'],
+    ...['--export', EXPORT],
     // The benchmark's cache volume is the machine's disk: ask for no more than the VM needs.
     ...['--min-free', '1M', '--read-cache', String(o.readCacheBytes)],
     ...['--log-level', 'info', '--json'],
   ];
+  // performance.now() just before the spawn and when the readiness line's end arrived.
+  const startedAt = performance.now();
+  let readyAt = Number.NaN;
   const proc = ns.spawn([process.execPath, ...prof, CLI, ...args], {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
@@ -81,15 +93,25 @@ export async function startServe(ns, o) {
   // The server's log (JSON lines: warnings and errors), kept across restarts.
   proc.stderr?.pipe(createWriteStream(o.logFile, { flags: 'a' }));
   let line = '';
+  const firstLine = () =>
+    line.includes('\n') ? JSON.parse(line.slice(0, line.indexOf('\n'))) : null;
+  /** @type {(v: any) => void} */
+  let seen = () => {};
+  // Resolves as the line arrives, not at waitFor's next poll: the time to first byte counts it.
+  const lineSeen = new Promise((resolve) => {
+    seen = resolve;
+  });
   proc.stdout?.on('data', (d) => {
     line += d;
+    if (Number.isNaN(readyAt) && line.includes('\n')) {
+      readyAt = performance.now();
+      seen(undefined);
+    }
   });
-  const ready = await waitFor(
-    child,
-    () => (line.includes('\n') ? JSON.parse(line.slice(0, line.indexOf('\n'))) : null),
-    120_000,
-    'readiness line',
-  );
+  const ready = await Promise.race([
+    waitFor(child, firstLine, 120_000, 'readiness line'),
+    lineSeen.then(firstLine),
+  ]);
   const disk = ready.sessions?.[0]?.disks?.[0];
   if (typeof disk !== 'string') {
     await child.stop(10_000);
@@ -100,8 +122,12 @@ export async function startServe(ns, o) {
     name: /** @type {any} */ (o.name),
     pid: child.pid,
     diskPath: disk,
+    startedAt,
+    readyAt,
     exportUrl: `nfs://127.0.0.1${EXPORT}${q}`,
     fileUrl: (file) => `nfs://127.0.0.1${EXPORT}/${file}${q}`,
+    // For clients that find the ports through the portmapper (with `portmap: 'embedded'`).
+    portmapUrl: (file) => `nfs://127.0.0.1${EXPORT}/${file}`,
     cpuSeconds: () => child.cpuSeconds(),
     assertRunning: () => child.assertRunning(),
     memory: () => memoryOf(child.pid),
