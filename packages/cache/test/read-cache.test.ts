@@ -50,7 +50,7 @@ class GatedSource implements BlockSource {
 function memCache(
   source: BlockSource,
   options: Partial<ReadCacheOptions> = {},
-  fs = new CrashFs(),
+  fs: CacheFileSystem = new CrashFs(),
 ) {
   return ReadCache.open(source, { path: '/c/cache', fs, readAhead: 0, ...options });
 }
@@ -108,9 +108,9 @@ describe('ReadCache hits and misses', () => {
       exists: (path) => fs.exists(path),
       rename: (from, to) => fs.rename(from, to),
       unlink: (path) => fs.unlink(path),
-      mkdir: (path) => fs.mkdir(path),
-      syncDir: (path) => fs.syncDir(path),
-      statfs: (path) => fs.statfs(path),
+      mkdir: () => fs.mkdir(),
+      syncDir: () => fs.syncDir(),
+      statfs: () => fs.statfs(),
     };
     const cache = await memCache(base, { blockSize: 64 * KiB }, counting);
     // Blocks 2..9 are loaded in order, so they take consecutive slots.
