@@ -23,6 +23,8 @@ export async function filledCache({ dir, bytes }) {
     for (let at = 0; at < bytes.length; at += buf.length) {
       await cache.read(at, Math.min(buf.length, bytes.length - at), buf);
     }
+    // Reads answer before their blocks are stored; the fill is over once they are.
+    await cache.settle();
   });
   const s = cache.stats();
   if (s.cachedBytes !== bytes.length) {

@@ -707,7 +707,6 @@ export class ReadCache implements BlockSource {
     };
   }
 
-  /** Waits for read-ahead and background work, then closes the cache file (not the source). */
   /**
    * Resolves once every block loaded so far is stored in the cache file, or given up on (a full
    * volume, a failing file). Reads do not wait for their blocks to be stored; call this before
