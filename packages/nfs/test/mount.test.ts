@@ -10,7 +10,7 @@ import {
   MountProc,
   MountStat3,
 } from '../src/mount/mount-program.js';
-import { Dispatcher, type RpcCall } from '../src/rpc/dispatcher.js';
+import { type CallEvent, Dispatcher, type RpcCall } from '../src/rpc/dispatcher.js';
 import { AcceptStat } from '../src/rpc/message.js';
 import type { ServerState } from '../src/state.js';
 import { RpcTcpServer } from '../src/transport/tcp-server.js';
@@ -114,10 +114,11 @@ describe('MOUNT v3 and v1', () => {
   let server: RpcTcpServer;
   let client: RpcTestClient;
   let baseline: string[];
+  const events: CallEvent[] = [];
 
   beforeAll(async () => {
     baseline = openHandles();
-    const d = new Dispatcher();
+    const d = new Dispatcher({ onCall: (e) => events.push(e) });
     d.register(createMountProgram(state));
     server = new RpcTcpServer(d);
     const { port } = await server.listen(0, '127.0.0.1');
@@ -256,6 +257,23 @@ describe('MOUNT v3 and v1', () => {
     expect([v2.body.u32(), v2.body.u32()]).toEqual([1, 3]);
     expect((await client.call(MOUNT_PROGRAM, 3, 6)).acceptStat).toBe(AcceptStat.PROC_UNAVAIL);
     expect((await client.call(MOUNT_PROGRAM, 1, 7)).acceptStat).toBe(AcceptStat.PROC_UNAVAIL);
+  });
+
+  it('reports the status of MNT in call events (a refused mount is not a mount)', async () => {
+    events.length = 0;
+    await mnt3('/memfs');
+    await mnt3('/remote-only');
+    await mnt3('/nowhere');
+    ok(await client.call(MOUNT_PROGRAM, 1, MountProc.MNT, dirpath('/remote-only')));
+    await client.call(MOUNT_PROGRAM, 3, MountProc.UMNT, dirpath('/memfs'));
+    expect(events.map((e) => [e.vers, e.proc, e.status])).toEqual([
+      [3, MountProc.MNT, MountStat3.MNT3_OK],
+      [3, MountProc.MNT, MountStat3.MNT3ERR_ACCES],
+      [3, MountProc.MNT, MountStat3.MNT3ERR_NOENT],
+      [1, MountProc.MNT, MountStat3.MNT3ERR_ACCES],
+      [3, MountProc.UMNT, undefined],
+    ]);
+    await umntall();
   });
 
   it('answers AUTH_NONE callers too', async () => {

@@ -1,9 +1,11 @@
 import { randomBytes } from 'node:crypto';
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { mkdir, open, readFile, rename } from 'node:fs/promises';
 import type { Server } from 'node:http';
+import { networkInterfaces } from 'node:os';
 import { join } from 'node:path';
 import { ErrorCode, IvmrError, isIvmrError, openLocalRepository } from '@ivmr/core';
 import {
+  type CallEvent,
   describeCall,
   NfsServer,
   type NfsServerAddress,
@@ -27,7 +29,7 @@ import { collect, parseByteSize, wholeNumber } from '../parse.js';
 export interface ServeFlags {
   readonly repo: string;
   readonly cache: string;
-  /** `NAME` or `NAME@POINT`, repeatable. */
+  /** `[FOLDER=]VM[@POINT]`, repeatable. */
   readonly vm?: string[];
   readonly listen: string;
   readonly nfsPort: number;
@@ -60,8 +62,9 @@ export function defineServe(program: Command): Command {
     .requiredOption('--repo <dir>', 'repository directory')
     .requiredOption('--cache <dir>', 'cache folder: sessions, overlays, the file-handle key')
     .option(
-      '--vm <name[@point]>',
-      'VM to recover (repeatable); newest point unless @point',
+      '--vm <[folder=]vm[@point]>',
+      'VM to recover (repeatable); newest point unless @point; in a folder named after the VM ' +
+        'unless folder= names it (to serve one VM from two points at once)',
       collect,
     )
     .option('--listen <address>', 'address to listen on', '127.0.0.1')
@@ -156,10 +159,11 @@ export async function runServe(
     });
     before = new Set((await RecoverySession.list(flags.cache)).map((s) => s.name));
     for (const spec of flags.vm ?? []) {
-      const [vm, point] = spec.split('@') as [string, string | undefined];
+      const { name, vm, point } = parseVmSpec(spec);
       await service.start({
         vm,
         ...(point ? { point } : {}),
+        ...(name ? { name } : {}),
         mode: flags.sandbox ? 'sandbox' : 'persistent',
       });
     }
@@ -168,7 +172,7 @@ export async function runServe(
     }
     const m =
       flags.metricsPort === undefined ? undefined : createServeMetrics(service, flags.cache);
-    const handleKey = await loadHandleKey(flags.cache);
+    const handleKey = await loadHandleKey(flags.cache, log);
     const datastore = service.datastore;
     const start = async (
       portmap: PortmapMode,
@@ -185,25 +189,23 @@ export async function runServe(
         handleKey,
         onCall: (event) => {
           m?.onCall(event);
-          if (event.prog === 100005 && (event.proc === 1 || event.proc === 3)) {
-            log.info(
-              { client: event.remote.address, port: event.remote.port },
-              event.proc === 1 ? 'client mounted' : 'client unmounted',
-            );
-          }
+          if (event.prog === MOUNT_PROGRAM) logMount(log, event);
         },
         onError: (err, call) => logCallError(log, err, call),
       });
       return { server: s, address: await s.start() };
     };
     let started: { server: NfsServer; address: NfsServerAddress } | undefined;
+    let portmap: PortmapMode = 'off';
     let note = '';
     if (flags.portmap !== 'auto') {
       started = await start(flags.portmap);
+      portmap = flags.portmap;
     } else {
       for (const mode of ['embedded', 'system', 'off'] as const) {
         try {
           started = await start(mode);
+          portmap = mode;
           if (mode === 'off')
             note = 'no portmapper: qemu and ESXi need one on port 111 (free it or start rpcbind)';
           break;
@@ -223,9 +225,12 @@ export async function runServe(
       { ...started!.address, export: flags.export, sessions: service.sessions.map((s) => s.name) },
       'serving',
     );
-    printReady(io, flags, started!.address, service.sessions, note, metricsPort);
+    // Listen for the signals before saying ready: a supervisor may send one as soon as it reads
+    // the readiness line.
+    const stopped = stop ?? untilSignal();
+    printReady(io, flags, started!.address, portmap, service.sessions, note, metricsPort);
     ready = true;
-    await (stop ?? untilSignal());
+    await stopped;
     log.info({}, 'stopping');
     return 0;
   } finally {
@@ -241,6 +246,57 @@ export async function runServe(
     await service?.close().catch((err: unknown) => log.error({ err }, 'closing sessions failed'));
     await repository.close();
   }
+}
+
+const MOUNT_PROGRAM = 100005;
+const MOUNT_STATUS: Record<number, string> = {
+  1: 'MNT3ERR_PERM',
+  2: 'MNT3ERR_NOENT',
+  5: 'MNT3ERR_IO',
+  13: 'MNT3ERR_ACCES',
+  20: 'MNT3ERR_NOTDIR',
+  22: 'MNT3ERR_INVAL',
+  63: 'MNT3ERR_NAMETOOLONG',
+  10004: 'MNT3ERR_NOTSUPP',
+  10006: 'MNT3ERR_SERVERFAULT',
+};
+
+/**
+ * Logs MNT and UMNT calls. A refused mount is not a mount: a client the export does not allow
+ * is a warning (a hypervisor that cannot mount its datastore), other refusals are information.
+ */
+function logMount(log: pino.Logger, event: CallEvent): void {
+  const client = { client: event.remote.address, port: event.remote.port };
+  if (event.proc === 3) {
+    log.info(client, 'client unmounted');
+  } else if (event.proc === 1) {
+    if (event.status === 0) {
+      log.info(client, 'client mounted');
+    } else {
+      const status = MOUNT_STATUS[event.status ?? -1] ?? `status ${event.status}`;
+      const entry = { ...client, status };
+      if (event.status === 13) log.warn(entry, 'mount refused: client not allowed (see --allow)');
+      else log.info(entry, 'mount refused');
+    }
+  }
+}
+
+/** Parses `[FOLDER=]VM[@POINT]`. */
+export function parseVmSpec(spec: string): { name?: string; vm: string; point?: string } {
+  const eq = spec.indexOf('=');
+  const name = eq >= 0 ? spec.slice(0, eq) : undefined;
+  const rest = spec.slice(eq + 1);
+  const at = rest.indexOf('@');
+  const vm = at >= 0 ? rest.slice(0, at) : rest;
+  const point = at >= 0 ? rest.slice(at + 1) : undefined;
+  if (name === '' || vm === '' || point === '') {
+    throw new InvalidArgumentError(`--vm ${spec}: expected [folder=]vm[@point]`);
+  }
+  return {
+    vm,
+    ...(name === undefined ? {} : { name }),
+    ...(point === undefined ? {} : { point }),
+  };
 }
 
 /** Logs an adapter failure answered NFS3ERR_IO, naming the damaged blob when there is one. */
@@ -262,17 +318,18 @@ function printReady(
   io: CliIo,
   flags: ServeFlags,
   address: NfsServerAddress,
+  portmap: PortmapMode,
   sessions: readonly RecoverySession[],
   note: string,
   metricsPort: number | undefined,
 ): void {
-  const host = address.host === '0.0.0.0' || address.host === '::' ? '<this host>' : address.host;
   const ready = {
     ready: true,
     host: address.host,
     nfsPort: address.nfsPort,
     mountPort: address.mountPort,
-    portmapPort: address.portmapPort ?? null,
+    portmap,
+    portmapPort: address.portmapPort ?? (portmap === 'system' ? 111 : null),
     metricsPort: metricsPort ?? null,
     export: flags.export,
     sessions: sessions.map((s) => ({
@@ -289,22 +346,31 @@ function printReady(
     writeLine(io.stdout, JSON.stringify(ready));
     return;
   }
+  const esxi = esxiView(flags, address, ready.portmapPort);
+  // qemu's nfs:// driver finds MOUNT and NFS through a portmapper on port 111 only; libnfs's
+  // nfs-ls takes the ports in the URL.
+  const viaPortmap = ready.portmapPort === 111;
   const lines = [
-    `ivmr datastore ready: nfs://${address.host}${flags.export} (NFS port ${address.nfsPort}, MOUNT port ${address.mountPort}${address.portmapPort ? `, portmapper ${address.portmapPort}` : ''})`,
+    `ivmr datastore ready: nfs://${address.host}${flags.export} (NFS port ${address.nfsPort}, MOUNT port ${address.mountPort}, portmapper ${ready.portmapPort === null ? 'off' : `${portmap} on ${ready.portmapPort}`})`,
     ...(metricsPort ? [`metrics: http://${address.host}:${metricsPort}/metrics`] : []),
     '',
     'On an ESXi host:',
-    `  esxcli storage nfs add -H ${host} -s ${flags.export} -v ivmr`,
+    `  esxcli storage nfs add -H ${esxi.host} -s ${flags.export} -v ivmr`,
     ...sessions.map(
       (s) => `  vim-cmd solo/registervm /vmfs/volumes/ivmr/${s.name}/${s.point.vm}.vmx`,
     ),
+    ...esxi.notes.map((n) => `  (${n})`),
     '',
     'Quick check from this machine:',
     ...sessions.flatMap((s) =>
-      s.disks.map(
-        (d) =>
-          `  qemu-img info -f raw nfs://${address.host}${flags.export}/${s.name}/${d.flatName}`,
-      ),
+      viaPortmap
+        ? s.disks.map(
+            (d) =>
+              `  qemu-img info -f raw nfs://${address.host}${flags.export}/${s.name}/${d.flatName}`,
+          )
+        : [
+            `  nfs-ls 'nfs://${address.host}${flags.export}/${s.name}?nfsport=${address.nfsPort}&mountport=${address.mountPort}&version=3'`,
+          ],
     ),
     '',
     `Sessions: ivmr sessions --cache ${flags.cache}   Migrate: ivmr migrate --cache ${flags.cache} --vm NAME --to DIR`,
@@ -313,17 +379,76 @@ function printReady(
   writeLine(io.stdout, lines.join('\n'));
 }
 
-/** The 32-byte secret that signs file handles, created once per cache folder. */
-async function loadHandleKey(cache: string): Promise<Buffer> {
+/**
+ * The address an ESXi host should mount, and what stands in its way. ESXi has no port options:
+ * it asks the portmapper on 111 for MOUNT and expects NFS on 2049, and it must be allowed.
+ */
+function esxiView(
+  flags: ServeFlags,
+  address: NfsServerAddress,
+  portmapPort: number | null,
+): { host: string; notes: string[] } {
+  const notes: string[] = [];
+  let host = address.host;
+  if (host === '0.0.0.0' || host === '::') {
+    host = externalAddress() ?? '<address of this host>';
+  } else if (isLoopback(host)) {
+    notes.push(
+      `the server listens on ${host} only: for ESXi, serve with --listen <an address the host reaches> --allow <the host's address>`,
+    );
+  }
+  if (!isLoopback(address.host) && !flags.allow) {
+    notes.push('only loopback clients are allowed: add --allow <the ESXi address or subnet>');
+  }
+  if (address.nfsPort !== 2049) notes.push(`ESXi expects NFS on port 2049, not ${address.nfsPort}`);
+  if (portmapPort !== 111) notes.push('ESXi finds MOUNT through a portmapper on port 111');
+  return { host, notes };
+}
+
+/** The first non-internal IPv4 address of this machine. */
+function externalAddress(): string | undefined {
+  const all = Object.values(networkInterfaces()).flatMap((list) => list ?? []);
+  return all.find((a) => !a.internal && a.family === 'IPv4')?.address;
+}
+
+function isLoopback(host: string): boolean {
+  return host === '::1' || host.startsWith('127.') || host === 'localhost';
+}
+
+/**
+ * The 32-byte secret that signs file handles, created once per cache folder. It is written to a
+ * temporary file, synced and renamed into place, so a crash never leaves a short key; handles a
+ * hypervisor holds stay valid across restarts only while the key does. A key file of the wrong
+ * size (damaged outside ivmr) is replaced, with a warning: handles signed with it are lost anyway.
+ */
+export async function loadHandleKey(
+  cache: string,
+  log?: Pick<pino.Logger, 'warn'>,
+): Promise<Buffer> {
   const path = join(cache, 'handle.key');
   try {
     const key = await readFile(path);
     if (key.length === 32) return key;
+    log?.warn({ path, size: key.length }, 'the file-handle key is damaged: a new one replaces it');
   } catch (err) {
     if ((err as { code?: string }).code !== 'ENOENT') throw err;
   }
   const key = randomBytes(32);
-  await writeFile(path, key, { mode: 0o600, flag: 'wx' });
+  const temporary = `${path}.${process.pid}.tmp`;
+  const file = await open(temporary, 'w', 0o600);
+  try {
+    await file.writeFile(key);
+    await file.sync();
+  } finally {
+    await file.close();
+  }
+  await rename(temporary, path);
+  const dir = await open(cache, 'r');
+  try {
+    await dir.sync();
+  } finally {
+    await dir.close();
+  }
   return key;
 }
 

@@ -224,6 +224,8 @@ export function createMountProgram(state: ServerState): RpcProgram {
       [1, [nul, mnt1, dump, umnt, umntall, exportList]],
       [3, [nul, mnt3, dump, umnt, umntall, exportList]],
     ]),
+    // MNT's result starts with its status (mountstat3, or a v1 fhs_status): call events report it.
+    resultStatus: (_vers, proc) => proc === 1,
   };
 }
 

@@ -1,0 +1,234 @@
+import { type ChildProcess, spawn } from 'node:child_process';
+import { readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { requireTools, run, runOk, tempDir } from '../../nfs/test/real-clients/harness.js';
+import { parseVmSpec } from '../src/commands/serve.js';
+import { CLI, checkBuilt, exited, logLines, pseudoRandom, startServe } from './helpers.js';
+import { backup } from './repository-files.js';
+
+// What `ivmr serve` prints and logs, checked with libnfs's tools, which take the NFS and MOUNT
+// ports in the URL: these servers run without a portmapper, so no test lock on port 111.
+
+const MIB = 1024 * 1024;
+
+/** Starts `ivmr serve` without --json; resolves with its human-readable readiness text. */
+function startServeText(
+  args: string[],
+): Promise<{ child: ChildProcess; text: string; stderr: () => string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(
+      process.execPath,
+      [CLI, 'serve', ...args, '--min-free', '64M', '--cache-floor', '0'],
+      { stdio: ['ignore', 'pipe', 'pipe'] },
+    );
+    let out = '';
+    let err = '';
+    child.stderr!.on('data', (b: Buffer) => {
+      err += b.toString();
+    });
+    child.stdout!.on('data', (b: Buffer) => {
+      out += b.toString();
+      // The readiness text ends with the line naming `ivmr sessions` (and maybe a note).
+      if (/^Sessions: .*\n/m.test(out)) resolve({ child, text: out, stderr: () => err });
+    });
+    child.on('exit', (code) =>
+      reject(new Error(`ivmr serve exited with ${code} before it was ready: ${err}`)),
+    );
+  });
+}
+
+/** SIGTERM, then the exit code. */
+async function stop(child: ChildProcess): Promise<number | null> {
+  child.kill('SIGTERM');
+  await exited(child);
+  return child.exitCode;
+}
+
+/** Splits a printed shell line `tool 'url'` into the tool's name and its argument. */
+function printedCommand(text: string, tool: string): [string, string] {
+  const line = text.split('\n').find((l) => l.trim().startsWith(`${tool} `));
+  expect(line, `a ${tool} line in:\n${text}`).toBeDefined();
+  const match = /^\s*(\S+) '([^']+)'$/.exec(line!);
+  expect(match, `a ${tool} 'url' line: ${line}`).not.toBeNull();
+  return [match![1]!, match![2]!];
+}
+
+describe('parseVmSpec', () => {
+  it('reads [folder=]vm[@point]', () => {
+    expect(parseVmSpec('db01')).toEqual({ vm: 'db01' });
+    expect(parseVmSpec('db01@3fa2')).toEqual({ vm: 'db01', point: '3fa2' });
+    expect(parseVmSpec('db01-old=db01@3fa2')).toEqual({
+      name: 'db01-old',
+      vm: 'db01',
+      point: '3fa2',
+    });
+    expect(parseVmSpec('copy=db01')).toEqual({ name: 'copy', vm: 'db01' });
+    for (const bad of ['=db01', 'db01@', 'x=', '@3fa2', '']) {
+      expect(() => parseVmSpec(bad), bad).toThrow(/expected \[folder=\]vm\[@point\]/);
+    }
+  });
+});
+
+describe('ivmr serve output, logs and folders', () => {
+  let tools: ReturnType<typeof requireTools>;
+  let tmp: Awaited<ReturnType<typeof tempDir>>;
+  let repo: string;
+  let older: Buffer;
+  let newer: Buffer;
+  let olderPoint: string;
+  const children: ChildProcess[] = [];
+
+  beforeAll(async () => {
+    await checkBuilt();
+    tools = requireTools('nfs-ls', 'nfs-cat');
+    tmp = await tempDir();
+    repo = join(tmp.path, 'repo');
+    older = pseudoRandom(3 * MIB + 1536, 21);
+    newer = Buffer.from(older);
+    newer.fill(0x5a, MIB, MIB + 70_000);
+    olderPoint = (await backup(tmp.path, repo, 'db01', older)).id;
+    await backup(tmp.path, repo, 'db01', newer);
+  });
+
+  afterAll(async () => {
+    for (const c of children) {
+      c.kill('SIGKILL');
+      await exited(c);
+    }
+    await tmp?.remove();
+  });
+
+  it('without a portmapper prints an nfs-ls line that works, and says what ESXi lacks', async () => {
+    const cache = join(tmp.path, 'cache-text');
+    const s = await startServeText([
+      '--repo',
+      repo,
+      '--cache',
+      cache,
+      '--vm',
+      'db01',
+      '--nfs-port',
+      '0',
+      '--portmap',
+      'off',
+    ]);
+    children.push(s.child);
+    expect(s.text).toMatch(/^ivmr datastore ready: nfs:\/\/127\.0\.0\.1\/ivmr .*portmapper off/m);
+    expect(s.text).toMatch(/^ {2}esxcli storage nfs add -H 127\.0\.0\.1 -s \/ivmr -v ivmr$/m);
+    expect(s.text).toMatch(
+      /^ {2}vim-cmd solo\/registervm \/vmfs\/volumes\/ivmr\/db01\/db01\.vmx$/m,
+    );
+    expect(s.text).toMatch(/listens on 127\.0\.0\.1 only: for ESXi, serve with --listen/);
+    expect(s.text).toMatch(/ESXi expects NFS on port 2049/);
+    expect(s.text).toMatch(/ESXi finds MOUNT through a portmapper on port 111/);
+    // qemu cannot reach a server without a portmapper on 111: the check line is libnfs's.
+    expect(s.text).not.toMatch(/qemu-img/);
+    const [tool, url] = printedCommand(s.text, 'nfs-ls');
+    expect(tool).toBe('nfs-ls');
+    const listing = (await runOk(tools['nfs-ls'], [url])).toString();
+    expect(listing).toMatch(/db01\.vmx/);
+    expect(listing).toMatch(/db01-flat\.vmdk/);
+    expect(await stop(s.child)).toBe(0);
+    // The client's mount is in the log.
+    expect(logLines(s.stderr())).toContainEqual(
+      expect.objectContaining({ level: 30, msg: 'client mounted', client: '127.0.0.1' }),
+    );
+  });
+
+  it('serves one VM from two points in two folders, each with its own bytes', async () => {
+    const cache = join(tmp.path, 'cache-two');
+    const s = await startServe([
+      '--repo',
+      repo,
+      '--cache',
+      cache,
+      '--vm',
+      'db01',
+      '--vm',
+      `db01-before=db01@${olderPoint.slice(0, 8)}`,
+      '--nfs-port',
+      '0',
+      '--portmap',
+      'off',
+    ]);
+    children.push(s.child);
+    expect(s.ready.sessions.map((x) => [x.name, x.vm, x.point === olderPoint])).toEqual([
+      ['db01', 'db01', false],
+      ['db01-before', 'db01', true],
+    ]);
+    const port = s.ready.nfsPort;
+    const cat = (folder: string) =>
+      runOk(tools['nfs-cat'], [
+        `nfs://127.0.0.1/ivmr/${folder}/db01-flat.vmdk?nfsport=${port}&mountport=${port}&version=3`,
+      ]);
+    expect((await cat('db01')).equals(newer), 'db01 is the newest point').toBe(true);
+    expect((await cat('db01-before')).equals(older), 'db01-before is the older point').toBe(true);
+    // The .vmx of each folder names its own disk.
+    const vmx = await runOk(tools['nfs-cat'], [
+      `nfs://127.0.0.1/ivmr/db01-before/db01.vmx?nfsport=${port}&mountport=${port}&version=3`,
+    ]);
+    expect(vmx.toString()).toMatch(/scsi0:0\.fileName = "db01\.vmdk"/);
+    expect(await stop(s.child)).toBe(0);
+  });
+
+  it('logs a mount the export refuses as refused, with a warning for a client not allowed', async () => {
+    const cache = join(tmp.path, 'cache-allow');
+    const s = await startServe([
+      '--repo',
+      repo,
+      '--cache',
+      cache,
+      '--vm',
+      'db01',
+      '--nfs-port',
+      '0',
+      '--portmap',
+      'off',
+      '--allow',
+      '10.0.0.0/8',
+    ]);
+    children.push(s.child);
+    const port = s.ready.nfsPort;
+    const denied = await run(tools['nfs-ls'], [
+      `nfs://127.0.0.1/ivmr?nfsport=${port}&mountport=${port}&version=3`,
+    ]);
+    expect(denied.code).not.toBe(0);
+    expect(await stop(s.child)).toBe(0);
+    const logs = logLines(s.stderr());
+    expect(logs.map((l) => l.msg)).not.toContain('client mounted');
+    expect(logs).toContainEqual(
+      expect.objectContaining({
+        level: 40,
+        msg: 'mount refused: client not allowed (see --allow)',
+        client: '127.0.0.1',
+        status: 'MNT3ERR_ACCES',
+      }),
+    );
+  });
+
+  it('keeps the file-handle key across restarts and replaces a damaged one', async () => {
+    const cache = join(tmp.path, 'cache-key');
+    const args = ['--repo', repo, '--cache', cache, '--vm', 'db01', '--nfs-port', '0'];
+    const first = await startServe([...args, '--portmap', 'off']);
+    children.push(first.child);
+    expect(await stop(first.child)).toBe(0);
+    const key = await readFile(join(cache, 'handle.key'));
+    expect(key).toHaveLength(32);
+    const second = await startServe([...args, '--portmap', 'off']);
+    children.push(second.child);
+    expect(await stop(second.child)).toBe(0);
+    expect((await readFile(join(cache, 'handle.key'))).equals(key)).toBe(true);
+    // A short key (damaged outside ivmr) no longer locks the folder out: it is replaced.
+    await writeFile(join(cache, 'handle.key'), key.subarray(0, 7));
+    const third = await startServe([...args, '--portmap', 'off']);
+    children.push(third.child);
+    expect(await stop(third.child)).toBe(0);
+    const replaced = await readFile(join(cache, 'handle.key'));
+    expect(replaced).toHaveLength(32);
+    expect(replaced.equals(key)).toBe(false);
+    expect(logLines(third.stderr()).map((l) => l.msg)).toContain(
+      'the file-handle key is damaged: a new one replaces it',
+    );
+  });
+});
