@@ -156,8 +156,7 @@ async function run(
     case 'sessions':
       return service.list();
     case 'stop':
-      await service.stop(name(), { discard: p.discard === true });
-      return { stopped: p.name };
+      return { stopped: p.name, ...(await service.stop(name(), { discard: p.discard === true })) };
     case 'migrate':
     case 'switch': {
       const session = service.session(name());

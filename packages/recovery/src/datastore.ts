@@ -143,7 +143,7 @@ export class RecoveryDatastore implements NfsFileSystem {
     }));
     const taken = new Set(flats.map((f) => f.name));
     const hosts = (await session.files.list())
-      .filter((f) => !taken.has(f.name) && !f.name.endsWith('.tmp'))
+      .filter((f) => !taken.has(f.name))
       .map((f) => ({ name: f.name, fileId: this.#hostId(session, f.ino) }));
     return [...flats, ...hosts];
   }

@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { constants } from 'node:fs';
 import {
   chmod,
@@ -6,6 +7,7 @@ import {
   lstat,
   open,
   readdir,
+  readFile,
   rename,
   rm,
   stat,
@@ -20,6 +22,15 @@ import {
   type SetAttributes,
   type StableHow,
 } from '@ivmr/nfs';
+import { syncDir, TEMPORARY_SUFFIX, writeDurably } from './durable.js';
+
+/** What `host-files.json` records between runs. */
+interface HostFilesState {
+  /** The write verifier, 16 hex digits. */
+  readonly verifier: string;
+  /** True while a run may hold unstable writes that no sync covered. */
+  readonly dirty: boolean;
+}
 
 /**
  * The real files of one VM folder: everything a hypervisor creates next to the disks (`.lck-*`
@@ -27,14 +38,54 @@ import {
  * and descriptors, which are written here when the session starts so the hypervisor can rewrite
  * them. One flat folder: subdirectories are not supported. Files are named by inode number,
  * which is stable across restarts.
+ *
+ * Durability follows RFC 1813: CREATE, REMOVE, RENAME and size changes are on stable storage
+ * before they return; UNSTABLE writes are made durable by `commit`, and the {@link verifier}
+ * changes when a run that acknowledged unstable writes ended without {@link close}, so clients
+ * send again what such a crash may have lost.
  */
 export class HostFiles {
   readonly dir: string;
+  readonly #statePath: string;
   readonly #byIno = new Map<bigint, string>();
   readonly #handles = new Map<bigint, Promise<FileHandle>>();
+  #verifier: Uint8Array;
+  /** Set once this run has recorded that it holds unstable writes. */
+  #marking: Promise<void> | undefined;
 
-  constructor(dir: string) {
+  private constructor(dir: string, statePath: string, verifier: Uint8Array) {
     this.dir = dir;
+    this.#statePath = statePath;
+    this.#verifier = verifier;
+  }
+
+  /**
+   * Opens the files of folder `dir`, with their verifier state in `statePath`. A new verifier is
+   * drawn when the state is missing or says the last run ended with unstable writes unsynced.
+   */
+  static async open(dir: string, statePath: string): Promise<HostFiles> {
+    let state: HostFilesState | undefined;
+    try {
+      state = JSON.parse(await readFile(statePath, 'utf8')) as HostFilesState;
+    } catch (err) {
+      if ((err as { code?: string }).code !== 'ENOENT' && !(err instanceof SyntaxError)) throw err;
+    }
+    const keep = state?.dirty === false && /^[0-9a-f]{16}$/.test(state.verifier);
+    const files = new HostFiles(
+      dir,
+      statePath,
+      keep ? Buffer.from(state!.verifier, 'hex') : randomBytes(8),
+    );
+    if (!keep) await files.#saveState(false);
+    return files;
+  }
+
+  /**
+   * The 8-byte write verifier (a copy): it changes exactly when a previous run acknowledged
+   * UNSTABLE writes and ended without a clean {@link close}.
+   */
+  get verifier(): Uint8Array {
+    return this.#verifier.slice();
   }
 
   /** Inode of `name`, or NOENT. */
@@ -45,10 +96,11 @@ export class HostFiles {
     return st.ino;
   }
 
-  /** Every regular file, by name and inode. */
+  /** Every regular file, by name and inode (not the temporary files of ivmr's own writes). */
   async list(): Promise<{ name: string; ino: bigint }[]> {
     const out: { name: string; ino: bigint }[] = [];
     for (const name of (await readdir(this.dir)).sort()) {
+      if (name.endsWith(TEMPORARY_SUFFIX)) continue;
       try {
         out.push({ name, ino: await this.lookup(name) });
       } catch {
@@ -118,6 +170,7 @@ export class HostFiles {
     }
     if (stable === 'file_sync') await fh.sync();
     else if (stable === 'data_sync') await fh.datasync();
+    else await this.#markUnstable();
     return stable;
   }
 
@@ -144,6 +197,8 @@ export class HostFiles {
         const fh = await open(path, constants.O_CREAT | constants.O_EXCL | constants.O_RDWR, 0o644);
         await fh.close();
         await utimes(path, hi, lo);
+        await syncFile(path);
+        await syncDir(this.dir);
       } catch (err) {
         if ((err as { code?: string }).code !== 'EEXIST') throw err;
         const st = await stat(path);
@@ -157,6 +212,7 @@ export class HostFiles {
     await fh.close();
     const ino = await this.lookup(name);
     await this.setattr(ino, attrs);
+    await syncDir(this.dir);
     return ino;
   }
 
@@ -164,6 +220,7 @@ export class HostFiles {
     const ino = await this.lookup(name);
     this.#forget(ino);
     await rm(join(this.dir, name));
+    await syncDir(this.dir);
   }
 
   /** Renames within the folder, replacing an existing file. */
@@ -171,8 +228,10 @@ export class HostFiles {
     const ino = await this.lookup(from);
     await rename(join(this.dir, from), join(this.dir, to));
     this.#byIno.set(ino, to);
+    await syncDir(this.dir);
   }
 
+  /** Sets attributes; a size change is durable before it returns (the other attributes too). */
   async setattr(ino: bigint, attrs: SetAttributes): Promise<void> {
     const path = join(this.dir, await this.nameOf(ino));
     if (attrs.size !== undefined) await truncate(path, attrs.size);
@@ -187,13 +246,50 @@ export class HostFiles {
         v === undefined ? current : v === 'server' ? new Date() : v.seconds + v.nanoseconds / 1e9;
       await utimes(path, t(attrs.atime, st.atime), t(attrs.mtime, st.mtime));
     }
+    if (Object.values(attrs).some((v) => v !== undefined)) await syncFile(path);
   }
 
-  /** Closes every open file. */
+  /**
+   * Makes every write durable and closes every open file; records a clean end, so the verifier
+   * stays. When a sync fails, the end is not recorded clean and the next run gets a new verifier.
+   */
   async close(): Promise<void> {
     const handles = [...this.#handles.values()];
     this.#handles.clear();
-    await Promise.allSettled(handles.map(async (h) => (await h).close()));
+    const synced = await Promise.allSettled(
+      handles.map(async (h) => {
+        const fh = await h;
+        try {
+          await fh.sync();
+        } finally {
+          await fh.close();
+        }
+      }),
+    );
+    const failed = synced.find((r) => r.status === 'rejected');
+    if (failed) throw (failed as PromiseRejectedResult).reason;
+    if (this.#marking) {
+      await this.#marking.catch(() => {});
+      await this.#saveState(false);
+      this.#marking = undefined;
+    }
+  }
+
+  /**
+   * Records durably, once per run and before the first unstable write is acknowledged, that this
+   * run holds writes no sync covered (see {@link verifier}).
+   */
+  #markUnstable(): Promise<void> {
+    this.#marking ??= this.#saveState(true).catch((err: unknown) => {
+      this.#marking = undefined;
+      throw err;
+    });
+    return this.#marking;
+  }
+
+  #saveState(dirty: boolean): Promise<void> {
+    const state: HostFilesState = { verifier: Buffer.from(this.#verifier).toString('hex'), dirty };
+    return writeDurably(this.#statePath, `${JSON.stringify(state)}\n`);
   }
 
   #handle(ino: bigint): Promise<FileHandle> {
@@ -210,5 +306,15 @@ export class HostFiles {
     const h = this.#handles.get(ino);
     this.#handles.delete(ino);
     h?.then((fh) => fh.close()).catch(() => {});
+  }
+}
+
+/** fsync of a file by path (after truncate, chmod, chown, utimes). */
+async function syncFile(path: string): Promise<void> {
+  const fh = await open(path, 'r');
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
   }
 }

@@ -18,6 +18,7 @@ export {
   serveControl,
 } from './control.js';
 export { RecoveryDatastore } from './datastore.js';
+export { loadHandleKey } from './durable.js';
 export { HostFiles } from './host-files.js';
 export {
   type DiskMigrationProgress,

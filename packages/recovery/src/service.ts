@@ -185,18 +185,14 @@ export class RecoveryService {
    * cancelling an instant recovery; otherwise its overlay is kept and a later {@link start} of
    * the same name resumes it. Works for kept sessions too (to discard them).
    */
-  stop(name: string, options: { discard?: boolean } = {}): Promise<void> {
+  stop(name: string, options: { discard?: boolean } = {}): Promise<{ discarded: boolean }> {
     return this.#serial(async () => {
       const session = this.#sessions.get(name);
       const { cacheDir } = this.#options;
       if (!session) {
-        if (options.discard) await RecoverySession.discard(cacheDir, name);
-        else await RecoverySession.updateState(cacheDir, name, { active: false });
-        this.#options.log?.info(
-          { session: name, discard: options.discard === true },
-          'session stopped',
-        );
-        return;
+        const discarded = await RecoverySession.stopClosed(cacheDir, name, options);
+        this.#options.log?.info({ session: name, discard: discarded }, 'session stopped');
+        return { discarded };
       }
       this.datastore.unpublish(session);
       this.#sessions.delete(name);
@@ -206,10 +202,9 @@ export class RecoveryService {
         await session.close();
         await RecoverySession.updateState(cacheDir, name, { active: false });
       }
-      this.#options.log?.info(
-        { session: name, discard: options.discard === true || session.state.mode === 'sandbox' },
-        'session stopped',
-      );
+      const discarded = options.discard === true || session.state.mode === 'sandbox';
+      this.#options.log?.info({ session: name, discard: discarded }, 'session stopped');
+      return { discarded };
     });
   }
 

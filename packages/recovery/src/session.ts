@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { lstat, mkdir, open, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { lstat, mkdir, readdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import {
   type CacheStats,
@@ -21,6 +21,7 @@ import {
   type RestorePointInfo,
 } from '@ivmr/core';
 import { type DescriptorTarget, FlatExtent, synthesizePointFiles } from '@ivmr/vmdk';
+import { writeDurably } from './durable.js';
 import { HostFiles } from './host-files.js';
 import { MAX_SESSION } from './ids.js';
 import {
@@ -158,13 +159,14 @@ export class RecoverySession {
     dir: string,
     opened: RestorePoint,
     disks: SessionDisk[],
+    files: HostFiles,
   ) {
     this.#state = state;
     this.dir = dir;
     this.point = opened.info;
     this.#opened = opened;
     this.disks = disks;
-    this.files = new HostFiles(join(dir, 'files'));
+    this.files = files;
   }
 
   /** The persisted state. */
@@ -302,6 +304,7 @@ export class RecoverySession {
   ): Promise<RecoverySession> {
     const opened = await repository.openPoint(state.vm, state.point);
     const disks: SessionDisk[] = [];
+    let files: HostFiles;
     try {
       const names = synthesizePointFiles(opened.info, {
         repository: state.repository,
@@ -340,6 +343,7 @@ export class RecoverySession {
           readCache,
         });
       }
+      files = await HostFiles.open(join(dir, 'files'), join(dir, 'host-files.json'));
     } catch (err) {
       for (const d of disks) {
         await d.overlay.close().catch(() => {});
@@ -348,7 +352,7 @@ export class RecoverySession {
       await opened.close();
       throw err;
     }
-    return new RecoverySession(state, dir, opened, disks);
+    return new RecoverySession(state, dir, opened, disks, files);
   }
 
   /**
@@ -385,6 +389,27 @@ export class RecoverySession {
    * Deletes a session that is not open, with all its writes. `IVMR_NOT_FOUND` when the cache
    * folder has no such session.
    */
+  /**
+   * Stops a session that is not open: drops it when `discard` is set or it is a sandbox (whose
+   * writes never outlive it), else marks it kept. Returns true when its writes were dropped.
+   */
+  static async stopClosed(
+    cacheDir: string,
+    name: string,
+    options: { discard?: boolean } = {},
+  ): Promise<boolean> {
+    const state = NAME_RE.test(name)
+      ? await readState(join(cacheDir, 'sessions', name))
+      : undefined;
+    if (!state) throw notFound(name, cacheDir);
+    if (options.discard || state.mode === 'sandbox') {
+      await RecoverySession.discard(cacheDir, name);
+      return true;
+    }
+    await RecoverySession.updateState(cacheDir, name, { active: false });
+    return false;
+  }
+
   static async discard(cacheDir: string, name: string): Promise<void> {
     const dir = join(cacheDir, 'sessions', name);
     if (!NAME_RE.test(name) || (await readState(dir)) === undefined) throw notFound(name, cacheDir);
@@ -418,7 +443,7 @@ export class RecoverySession {
    * writes (the NFS write verifier).
    */
   verifier(): Uint8Array {
-    const h = createHash('sha256').update(this.state.name);
+    const h = createHash('sha256').update(this.state.name).update(this.files.verifier);
     for (const d of this.disks) h.update(d.overlay.verifier);
     return h.digest().subarray(0, 8);
   }
@@ -632,13 +657,4 @@ async function readState(dir: string): Promise<SessionState | undefined> {
   } catch {
     return undefined;
   }
-}
-
-async function writeDurably(path: string, text: string): Promise<void> {
-  const tmp = `${path}.tmp`;
-  await writeFile(tmp, text);
-  const fh = await open(tmp, 'r');
-  await fh.sync();
-  await fh.close();
-  await rename(tmp, path);
 }

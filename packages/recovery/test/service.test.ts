@@ -89,7 +89,7 @@ describe('RecoveryService', () => {
     ]);
     expect(listed[0]!.cacheBytes).toBeGreaterThan(0);
 
-    await service.stop('web01');
+    expect(await service.stop('web01')).toEqual({ discarded: false });
     await expect(ds.lookup(ds.rootId, 'web01')).rejects.toBeInstanceOf(NfsStatusError);
     expect((await service.list()).map((s) => [s.name, s.status])).toEqual([
       ['db02', 'served'],
@@ -107,10 +107,25 @@ describe('RecoveryService', () => {
     const got = await again.datastore.read(await flatId(again, 'web01'), 4090, 110);
     expect([...got.subarray(0, 6)]).toEqual([...images.web01!.subarray(4090, 4096)]);
     expect(got.subarray(6, 106).every((b) => b === 0xab)).toBe(true);
-    await again.stop('web01', { discard: true });
+    expect(await again.stop('web01', { discard: true })).toEqual({ discarded: true });
     await expect(stat(join(dir, 'sessions', 'web01'))).rejects.toMatchObject({ code: 'ENOENT' });
     await expect(again.stop('web01')).rejects.toMatchObject({ code: ErrorCode.NOT_FOUND });
     await again.close();
+  });
+
+  it('a sandbox session stopped without discard drops its writes, and says so', async () => {
+    const dir = cacheDir();
+    const service = await RecoveryService.open(options(dir));
+    await service.start({ vm: 'odd03', mode: 'sandbox' });
+    await service.datastore.write(
+      await flatId(service, 'odd03'),
+      0,
+      Buffer.alloc(512, 1),
+      'file_sync',
+    );
+    expect(await service.stop('odd03')).toEqual({ discarded: true });
+    await expect(stat(join(dir, 'sessions', 'odd03'))).rejects.toMatchObject({ code: 'ENOENT' });
+    await service.close();
   });
 
   it('refuses to start without the free space the VM needs, leaving nothing', async () => {

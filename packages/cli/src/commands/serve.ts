@@ -1,8 +1,6 @@
-import { randomBytes } from 'node:crypto';
-import { mkdir, open, readFile, rename } from 'node:fs/promises';
+import { mkdir } from 'node:fs/promises';
 import type { Server } from 'node:http';
 import { networkInterfaces } from 'node:os';
-import { join } from 'node:path';
 import { ErrorCode, IvmrError, isIvmrError, openLocalRepository } from '@ivmr/core';
 import {
   type CallEvent,
@@ -14,6 +12,7 @@ import {
 } from '@ivmr/nfs';
 import {
   type ControlServer,
+  loadHandleKey,
   type RecoveryLog,
   RecoveryService,
   RecoverySession,
@@ -172,7 +171,9 @@ export async function runServe(
     }
     const m =
       flags.metricsPort === undefined ? undefined : createServeMetrics(service, flags.cache);
-    const handleKey = await loadHandleKey(flags.cache, log);
+    const handleKey = await loadHandleKey(flags.cache, (path, size) =>
+      log.warn({ path, size }, 'the file-handle key is damaged: a new one replaces it'),
+    );
     const datastore = service.datastore;
     const start = async (
       portmap: PortmapMode,
@@ -413,43 +414,6 @@ function externalAddress(): string | undefined {
 
 function isLoopback(host: string): boolean {
   return host === '::1' || host.startsWith('127.') || host === 'localhost';
-}
-
-/**
- * The 32-byte secret that signs file handles, created once per cache folder. It is written to a
- * temporary file, synced and renamed into place, so a crash never leaves a short key; handles a
- * hypervisor holds stay valid across restarts only while the key does. A key file of the wrong
- * size (damaged outside ivmr) is replaced, with a warning: handles signed with it are lost anyway.
- */
-export async function loadHandleKey(
-  cache: string,
-  log?: Pick<pino.Logger, 'warn'>,
-): Promise<Buffer> {
-  const path = join(cache, 'handle.key');
-  try {
-    const key = await readFile(path);
-    if (key.length === 32) return key;
-    log?.warn({ path, size: key.length }, 'the file-handle key is damaged: a new one replaces it');
-  } catch (err) {
-    if ((err as { code?: string }).code !== 'ENOENT') throw err;
-  }
-  const key = randomBytes(32);
-  const temporary = `${path}.${process.pid}.tmp`;
-  const file = await open(temporary, 'w', 0o600);
-  try {
-    await file.writeFile(key);
-    await file.sync();
-  } finally {
-    await file.close();
-  }
-  await rename(temporary, path);
-  const dir = await open(cache, 'r');
-  try {
-    await dir.sync();
-  } finally {
-    await dir.close();
-  }
-  return key;
 }
 
 function untilSignal(): Promise<void> {

@@ -119,16 +119,22 @@ export function defineStop(program: Command): Command {
 
 /** Runs `ivmr stop`. */
 export async function runStop(flags: StopFlags, io: CliIo): Promise<number> {
+  let discarded: boolean;
   try {
-    await callControl(flags.cache, 'stop', { name: flags.vm, discard: flags.discard === true });
+    const reply = (await callControl(flags.cache, 'stop', {
+      name: flags.vm,
+      discard: flags.discard === true,
+    })) as { discarded: boolean };
+    discarded = reply.discarded;
   } catch (err) {
     if (!isNoServer(err)) throw err;
-    if (flags.discard) await RecoverySession.discard(flags.cache, flags.vm);
-    else await RecoverySession.updateState(flags.cache, flags.vm, { active: false });
+    discarded = await RecoverySession.stopClosed(flags.cache, flags.vm, {
+      discard: flags.discard === true,
+    });
   }
   writeLine(
     io.stdout,
-    flags.discard
+    discarded
       ? `stopped ${flags.vm}: its writes were discarded`
       : `stopped ${flags.vm}: its writes are kept; ivmr serve --vm ${flags.vm} resumes it`,
   );
