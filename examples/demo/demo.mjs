@@ -2,20 +2,68 @@
 // and an ext4 filesystem with files), back it up, change files in it, back it up again
 // (incremental, with a VMware-CBT-style changed-blocks list), list, verify, restore both points
 // and check each against the image as it was, then start instant recovery: `ivmr serve` presents
-// the newest point as an NFS datastore, qemu-img checks the disk through nfs://, and the ESXi
-// commands to mount and register the VM are printed. The server keeps running until Ctrl-C.
+// the newest point as an NFS datastore, a real NFS client reads the disk back from it (qemu-img
+// through nfs:// when a portmapper answers on port 111, else libnfs's nfs-ls and nfs-cat with the
+// ports in the URL), and the ESXi commands to mount and register the VM are printed. The server
+// keeps running until Ctrl-C.
 //
-//   node examples/demo/demo.mjs [--no-wait]   (after the workspace is built; `npm run demo` builds)
+//   node examples/demo/demo.mjs [--portmap auto|embedded|system|off] [--nfs-port N] [--no-wait]
+//   (after the workspace is built; `npm run demo` sets up, builds, and passes its options on)
 //
-// --no-wait stops the server after the check. Exits non-zero when any step fails or any disk
-// differs. IVMR_DEMO_KEEP=1 keeps the temporary directory for a look around.
+// --portmap is passed to `ivmr serve` (default auto: the embedded portmapper when port 111 can be
+// bound, else the system rpcbind, else none). --no-wait stops the server after the check. Exits
+// non-zero when any step fails or any disk differs. On exit (Ctrl-C included) the demo stops the
+// server and removes its temporary directory, the serve cache with the session's writes
+// included; IVMR_DEMO_KEEP=1 keeps the directory for a look around.
 import { spawn, spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { copyFile, mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
 
+const USAGE = `usage: node examples/demo/demo.mjs [--portmap auto|embedded|system|off] [--nfs-port N] [--no-wait]
+
+  --portmap <mode>  portmapper mode passed to ivmr serve (default auto: embedded on port 111 when
+                    it can bind it, else the system rpcbind, else none)
+  --no-wait         stop ivmr serve after the datastore check instead of waiting for Ctrl-C
+  --nfs-port <n>    NFS and MOUNT port passed to ivmr serve (default 2049; 0: any free port)
+  -h, --help        print this help
+
+IVMR_DEMO_KEEP=1 keeps the temporary directory (repository, images, serve cache) on exit.`;
+const PORTMAP_MODES = ['auto', 'embedded', 'system', 'off'];
+
+/** The command-line options; prints usage and exits on --help or a bad option. */
+function options() {
+  let values;
+  try {
+    ({ values } = parseArgs({
+      options: {
+        portmap: { type: 'string', default: 'auto' },
+        'no-wait': { type: 'boolean', default: false },
+        'nfs-port': { type: 'string' },
+        help: { type: 'boolean', short: 'h', default: false },
+      },
+    }));
+    if (!PORTMAP_MODES.includes(values.portmap)) {
+      throw new Error(
+        `--portmap must be one of ${PORTMAP_MODES.join(', ')}, got '${values.portmap}'`,
+      );
+    }
+  } catch (err) {
+    console.error(`${err.message}\n\n${USAGE}`);
+    process.exit(2);
+  }
+  if (values.help) {
+    console.log(USAGE);
+    process.exit(0);
+  }
+  return { portmap: values.portmap, wait: !values['no-wait'], nfsPort: values['nfs-port'] };
+}
+
+const OPTIONS = options();
 const CLI = fileURLToPath(new URL('../../packages/cli/dist/cli.js', import.meta.url));
 const MiB = 1024 * 1024;
 const DISK_SIZE = 64 * MiB;
@@ -23,10 +71,42 @@ const VM = 'demo-vm';
 
 let tmp = '';
 
+// Ctrl-C (SIGINT) or SIGTERM: the first one stops the demo at the next step (or stops the waiting
+// server) so that it cleans up; one more kills the server if it is still stopping.
+let signals = 0;
+let onRepeatedSignal = () => {};
+let onInterrupt;
+const interrupted = new Promise((resolve) => {
+  onInterrupt = resolve;
+});
+for (const sig of ['SIGINT', 'SIGTERM']) {
+  process.on(sig, () => {
+    signals++;
+    if (signals === 1) onInterrupt();
+    else onRepeatedSignal();
+  });
+}
+
+/** Quotes a word for a POSIX shell, leaving `$DEMO` expandable. */
+function quote(word) {
+  if (/^[\w@%+=:,./$-]+$/.test(word)) return word;
+  if (!/[$'\\]/.test(word)) return `'${word}'`;
+  return `"${word.replace(/["\\`]/g, '\\$&')}"`;
+}
+
 /** Prints a command the way a user would type it, with the temp dir shortened to $DEMO. */
 function show(cmd, args) {
-  const shown = [cmd, ...args].map((a) => a.replaceAll(tmp, '$DEMO'));
+  const shown = [cmd, ...args].map((a) => quote(a.replaceAll(tmp, '$DEMO')));
   console.log(`\n$ ${shown.join(' ')}`);
+}
+
+/** Prints a command's output indented, without blank lines. */
+function indent(text) {
+  const lines = text
+    .replaceAll(tmp, '$DEMO')
+    .split('\n')
+    .filter((l) => l.trim() !== '');
+  if (lines.length > 0) console.log(lines.map((l) => `  ${l}`).join('\n'));
 }
 
 /** Runs a command, prints it and its output, and fails the demo unless it exits with `expect`. */
@@ -35,9 +115,9 @@ function sh(cmd, args, expect = 0) {
   const file = cmd === 'ivmr' ? process.execPath : cmd;
   const r = spawnSync(file, cmd === 'ivmr' ? [CLI, ...args] : args, { encoding: 'utf8' });
   if (r.error) throw new Error(`${cmd}: ${r.error.message}`);
-  const out = `${r.stdout}${r.stderr}`.replaceAll(tmp, '$DEMO').trimEnd();
-  if (out) console.log(out.replace(/^/gm, '  '));
-  if (r.status !== expect) throw new Error(`${cmd} ${args[0]} exited with ${r.status}`);
+  indent(`${r.stdout}${r.stderr}`);
+  if (signals > 0) throw new Error('interrupted');
+  if (r.status !== expect) throw new Error(`${cmd} ${args[0]} exited with ${r.signal ?? r.status}`);
   return r.stdout;
 }
 
@@ -213,12 +293,14 @@ async function demo() {
   );
   console.log(`  restored disks identical to the originals (qemu-img compare): ${identical} of 2`);
   await instantRecovery(repo, second);
-  console.log('\ndemo OK');
 }
 
 /**
- * Starts `ivmr serve` on the newest point, checks the disk through nfs:// with qemu-img when a
- * portmapper is up (qemu finds servers only through one), prints the ESXi steps and waits.
+ * Starts `ivmr serve` on the newest point, reads the disk back through NFS with a real client and
+ * compares it with the image as it was backed up, prints the ESXi steps, and waits for Ctrl-C
+ * (unless --no-wait). The check uses qemu-img through nfs:// when a portmapper answers on port
+ * 111 (qemu finds servers only through one); with no portmapper it uses libnfs's nfs-ls and
+ * nfs-cat, which take the NFS and MOUNT ports in the URL.
  */
 async function instantRecovery(repo, point) {
   const cache = join(tmp, 'cache');
@@ -238,64 +320,198 @@ async function instantRecovery(repo, point) {
     '1',
     '--log-level',
     'warn',
-    '--json',
   ];
-  show(
-    'ivmr',
-    args.filter((a) => a !== '--json'),
-  );
-  const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
-  const ready = await new Promise((resolve, reject) => {
-    let out = '';
-    child.stdout.on('data', (b) => {
-      out += b;
-      const line = out.split('\n').find((l) => l.startsWith('{'));
-      if (line) resolve(JSON.parse(line));
-    });
-    child.once('exit', (code) => reject(new Error(`ivmr serve exited with ${code}`)));
-  });
-  const stopped = new Promise((resolve) => child.once('exit', resolve));
+  if (OPTIONS.portmap !== 'auto') args.push('--portmap', OPTIONS.portmap);
+  if (OPTIONS.nfsPort !== undefined) args.push('--nfs-port', OPTIONS.nfsPort);
+  show('ivmr', args);
+  const server = await startServe([...args, '--json']);
   try {
-    const flat = `nfs://${ready.host}${ready.export}/${ready.sessions[0].disks[0]}`;
+    const { ready } = server;
+    const disk = ready.sessions[0].disks[0];
+    // The portmapper serve ended up with (`auto` falls back from embedded to system to none).
+    const { portmap, portmapPort } = ready;
+    const described = {
+      embedded: `embedded on port ${portmapPort}`,
+      system: `system rpcbind on port ${portmapPort}`,
+      off: 'off',
+    }[portmap];
     console.log(
-      `  datastore nfs://${ready.host}${ready.export}: NFS port ${ready.nfsPort}, portmapper ${ready.portmapPort ?? 'none'}`,
+      `  datastore nfs://${ready.host}${ready.export}: NFS port ${ready.nfsPort}, MOUNT port ${ready.mountPort}, portmapper ${described}`,
     );
-    if (ready.note) console.log(`  note: ${ready.note}`);
-    if (ready.portmapPort === 111 || ready.portmapPort === null) {
+    const image = join(tmp, 'vm-disk.at-point-2.raw');
+    if (portmapPort === 111) {
       sh('qemu-img', [
         'compare',
         '-f',
         'raw',
         '-F',
         'raw',
-        flat,
-        join(tmp, 'vm-disk.at-point-2.raw'),
+        `nfs://${ready.host}${ready.export}/${disk}`,
+        image,
       ]);
+    } else {
+      const why =
+        portmap === 'off' ? 'no portmapper (--portmap off)' : `portmapper on ${portmapPort}`;
+      console.log(`  note: ${ready.note ?? `${why}: qemu and ESXi need one on port 111`}`);
+      console.log(
+        '\nqemu-img finds an NFS server only through a portmapper on port 111, so libnfs tools check the datastore instead, with the ports in the URL:',
+      );
+      await checkWithLibnfs(ready, disk, image);
     }
-    const vmx = `/vmfs/volumes/ivmr/${ready.sessions[0].vmx}`;
     console.log(`\nOn an ESXi host that can reach this machine (listen on a routable address with --listen and --allow):
   esxcli storage nfs add -H <this host> -s ${ready.export} -v ivmr
-  vim-cmd solo/registervm ${vmx}
+  vim-cmd solo/registervm /vmfs/volumes/ivmr/${ready.sessions[0].vmx}
   vim-cmd vmsvc/power.on <vmid printed by registervm>`);
-    if (process.argv.includes('--no-wait')) return;
+    if (portmapPort !== 111) {
+      console.log(
+        'ESXi, too, finds the datastore only through a portmapper on port 111: free the port or start rpcbind, then serve again.',
+      );
+    }
+    if (signals > 0) throw new Error('interrupted');
+    console.log('\ndemo OK: every check passed');
+    if (!OPTIONS.wait) {
+      console.log('--no-wait: stopping ivmr serve');
+      return;
+    }
     console.log(
-      '\nivmr serve keeps running; press Ctrl-C to stop it (the session keeps its writes in $DEMO/cache).',
+      process.env.IVMR_DEMO_KEEP === '1'
+        ? `\nivmr serve keeps running; press Ctrl-C to stop it. $DEMO stays (IVMR_DEMO_KEEP=1), with the session and its writes in $DEMO/cache; serve it again with:\n  node ${CLI} serve --repo ${tmp}/repo --cache ${tmp}/cache --min-free 256M --cache-floor 1`
+        : '\nivmr serve keeps running; press Ctrl-C to stop it. The demo then removes $DEMO, the cache with any writes made to the VM included (IVMR_DEMO_KEEP=1 keeps it).',
     );
-    await new Promise((resolve) => {
-      process.once('SIGINT', resolve);
-      process.once('SIGTERM', resolve);
-    });
+    await server.untilStopped();
   } finally {
-    child.kill('SIGTERM');
-    await stopped;
+    await server.stop();
   }
+}
+
+/**
+ * Lists the VM's folder with nfs-ls, then streams the flat extent with nfs-cat and compares its
+ * length and SHA-256 with the image's, zero-padded to a whole number of 512-byte sectors (the
+ * flat extent's size). Fails when they differ.
+ */
+async function checkWithLibnfs(ready, disk, image) {
+  if (spawnSync('nfs-cat', []).error) {
+    throw new Error('nfs-cat is missing: run scripts/setup.sh (installs libnfs-utils)');
+  }
+  const ports = `nfsport=${ready.nfsPort}&mountport=${ready.mountPort}&version=3`;
+  const base = `nfs://${ready.host}${ready.export}`;
+  sh('nfs-ls', [`${base}/${disk.slice(0, disk.lastIndexOf('/'))}?${ports}`]);
+  const url = `${base}/${disk}?${ports}`;
+  console.log(`\n$ nfs-cat ${quote(url)} | sha256sum`);
+  const got = await hashOutput('nfs-cat', [url]);
+  console.log(`  ${got.digest}  -   (${got.bytes} bytes read through NFS)`);
+  const bytes = await readFile(image);
+  const padded = Math.ceil(bytes.length / 512) * 512;
+  const want = createHash('sha256')
+    .update(bytes)
+    .update(Buffer.alloc(padded - bytes.length))
+    .digest('hex');
+  console.log(
+    `  ${want}  ${image.replaceAll(tmp, '$DEMO')}   (${bytes.length} bytes${padded === bytes.length ? '' : `, zero-padded to ${padded}`})`,
+  );
+  if (got.bytes !== padded || got.digest !== want) {
+    throw new Error(
+      `the disk read through NFS differs from the backed-up image (${got.bytes} bytes, sha256 ${got.digest}; expected ${padded} bytes, sha256 ${want})`,
+    );
+  }
+  console.log('  identical');
+}
+
+/** Runs a command and returns the SHA-256 and length of what it writes to stdout. */
+function hashOutput(cmd, args) {
+  return new Promise((resolve, reject) => {
+    const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    const hash = createHash('sha256');
+    let bytes = 0;
+    let errors = '';
+    child.stdout.on('data', (b) => {
+      hash.update(b);
+      bytes += b.length;
+    });
+    child.stderr.on('data', (b) => {
+      errors += b;
+    });
+    child.once('error', (err) => reject(new Error(`${cmd}: ${err.message}`)));
+    child.once('close', (code, signal) => {
+      if (code === 0) resolve({ digest: hash.digest('hex'), bytes });
+      else reject(new Error(`${cmd} exited with ${signal ?? code}: ${errors.trim()}`));
+    });
+  });
+}
+
+/**
+ * Spawns `ivmr serve --json` and waits for its readiness line. Returns it with `untilStopped()`,
+ * which resolves on Ctrl-C (SIGINT) or SIGTERM (a second one kills the server) and rejects when
+ * the server exits on its own with an error, and `stop()`, which stops the server and waits.
+ */
+async function startServe(args) {
+  const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const exited = new Promise((resolve) =>
+    child.once('exit', (code, signal) => resolve({ code, signal })),
+  );
+  const stop = async () => {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
+    await exited;
+  };
+  let ready;
+  try {
+    ready = await new Promise((resolve, reject) => {
+      let out = '';
+      child.stdout.on('data', (b) => {
+        if (out === null) return; // read and dropped: serve prints nothing after the line
+        out += b;
+        const line = out
+          .split('\n')
+          .slice(0, -1)
+          .find((l) => l.startsWith('{'));
+        if (line === undefined) return;
+        out = null;
+        try {
+          resolve(JSON.parse(line));
+        } catch (err) {
+          reject(new Error(`ivmr serve printed a bad readiness line: ${err.message}`));
+        }
+      });
+      exited.then(({ code, signal }) =>
+        reject(new Error(`ivmr serve exited with ${signal ?? code} before it was ready`)),
+      );
+      interrupted.then(() => reject(new Error('interrupted')));
+    });
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+  const untilStopped = () =>
+    new Promise((resolve, reject) => {
+      interrupted.then(() => {
+        console.log('\nstopping ivmr serve');
+        resolve();
+      });
+      exited.then(({ code, signal }) => {
+        // Ctrl-C in a terminal signals serve too; it then exits with 0.
+        if (code === 0 || signals > 0) resolve();
+        else reject(new Error(`ivmr serve stopped on its own with ${signal ?? `code ${code}`}`));
+      });
+    });
+  onRepeatedSignal = () => child.kill('SIGKILL');
+  return { ready, untilStopped, stop };
 }
 
 try {
   await demo();
 } catch (err) {
-  console.error(`\ndemo FAILED: ${err.message}`);
-  process.exitCode = 1;
+  if (signals > 0) {
+    console.error('\ndemo interrupted');
+    process.exitCode = 130;
+  } else {
+    console.error(`\ndemo FAILED: ${err.message}`);
+    process.exitCode = 1;
+  }
 } finally {
-  if (tmp && process.env.IVMR_DEMO_KEEP !== '1') await rm(tmp, { recursive: true, force: true });
+  if (tmp && process.env.IVMR_DEMO_KEEP !== '1') {
+    await rm(tmp, { recursive: true, force: true });
+    console.log(`removed ${tmp}`);
+  } else if (tmp) {
+    console.log(`kept ${tmp} (IVMR_DEMO_KEEP=1)`);
+  }
 }
