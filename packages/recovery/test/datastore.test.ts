@@ -20,12 +20,15 @@ import {
 import { RecoveryDatastore, RecoverySession } from '../src/index.js';
 
 const MIB = 1024 * 1024;
+const SECTOR = 512;
+/** The repository's block size: the unit the backups store and the deltas replace. */
+const BLOCK = 256 * 1024;
 
-/** A disk image: random data, runs of zeros, text; size not a multiple of the block size. */
+/** A disk image: random data, runs of zeros, text; any size (not only multiples of 4). */
 function image(size: number, seed: number): Buffer {
-  const out = Buffer.alloc(size);
+  const out = Buffer.alloc(Math.ceil(size / 4) * 4);
   let x = seed >>> 0 || 1;
-  for (let i = 0; i < size; i += 4) {
+  for (let i = 0; i < out.length; i += 4) {
     x ^= x << 13;
     x ^= x >>> 17;
     x ^= x << 5;
@@ -33,7 +36,26 @@ function image(size: number, seed: number): Buffer {
   }
   out.fill(0, Math.floor(size / 3), Math.floor(size / 2));
   out.write('ivmr test disk '.repeat(1000), Math.floor(size / 2), 'latin1');
-  return out;
+  return Buffer.from(out.subarray(0, size));
+}
+
+/**
+ * The disk as the guest changed it before backup `step` (1, 2, ...): a run of new bytes that
+ * overlaps the previous step's, a whole block zeroed (step 2; a quarter of a disk smaller than
+ * two blocks) and partly rewritten (step 3), and the last 300 bytes (the partial last sector
+ * and block) rewritten every time. Every step leaves bytes no other step has, so each point of a
+ * chain differs from every other.
+ */
+function nextVersion(prev: Buffer, step: number): Buffer {
+  const disk = Buffer.from(prev);
+  const n = disk.length;
+  const at = Math.floor((n * step) / 7);
+  disk.fill(0x40 + step, at, Math.min(n, at + Math.floor(n / 5)));
+  const zeroed = n > 2 * BLOCK ? BLOCK : 0;
+  if (step === 2) disk.fill(0, zeroed, zeroed + Math.min(BLOCK, Math.floor(n / 4)));
+  if (step >= 3) disk.write(`step ${step} `.repeat(50), zeroed + 1000, 'latin1');
+  disk.fill(0x60 + step, Math.max(0, n - 300), n);
+  return disk;
 }
 
 async function hashTree(dir: string): Promise<string> {
@@ -51,12 +73,45 @@ async function hashTree(dir: string): Promise<string> {
   return h.digest('hex');
 }
 
+/**
+ * The disks of the chain VMs: none fills its last backup block, and two are not whole sectors
+ * (their flat extents are padded with zeros to the next sector).
+ */
+const DISKS = [
+  // 8 blocks and 1536 bytes: whole sectors, short last block.
+  { name: 'sect', size: 2 * MIB + 3 * SECTOR },
+  // 10 blocks and 777 bytes: the last sector holds 265 bytes.
+  { name: 'odd', size: 2 * MIB + 2 * BLOCK + 777 },
+  // Less than one block and not whole sectors.
+  { name: 'tiny', size: 200_001 },
+] as const;
+/** Points per chain: a full one and three increments. */
+const CHAIN_LENGTH = 4;
+type ChainVm = 'fwd' | 'rev';
+
+/** One backed-up point of a chain VM: its id and, per disk, the raw image it was taken from. */
+interface ChainPoint {
+  readonly id: string;
+  readonly raw: Readonly<Record<string, string>>;
+}
+
+/** Kind of a block map object: byte 8 of `maps/<name>` (FORMAT.md, "Block maps"). */
+async function mapKind(repoDir: string, map: string): Promise<'full' | 'delta'> {
+  const bytes = await readFile(join(repoDir, 'maps', map));
+  expect(bytes.subarray(0, 8).toString('latin1')).toBe('IVMRMAP1');
+  expect([0, 1]).toContain(bytes[8]);
+  return bytes[8] === 0 ? 'full' : 'delta';
+}
+
 describe('recovery datastore served over NFS to qemu', () => {
   let tools: ReturnType<typeof requireTools>;
   let tmp: Awaited<ReturnType<typeof tempDir>>;
   let release111: (() => Promise<void>) | undefined;
   let repo: Repository;
-  const points: { info: RestorePointInfo; raw: string }[] = [];
+  /** `fwd`: full + forward increments; `rev`: reverse increments + the newest full. */
+  const chains: Record<ChainVm, ChainPoint[]> = { fwd: [], rev: [] };
+  /** `web01`, for the write test: two forward backups, then a reverse one. */
+  const web01Points: { info: RestorePointInfo; raw: string }[] = [];
   const SIZE = 10 * MIB + 3 * 512;
 
   beforeAll(async () => {
@@ -64,7 +119,7 @@ describe('recovery datastore served over NFS to qemu', () => {
     tmp = await tempDir();
     repo = await openLocalRepository(join(tmp.path, 'repo'), {
       create: true,
-      blockSize: 256 * 1024,
+      blockSize: BLOCK,
     });
     let disk = image(SIZE, 7);
     for (const [i, reverse] of [false, false, true].entries()) {
@@ -79,7 +134,25 @@ describe('recovery datastore served over NFS to qemu', () => {
         disks: [{ name: 'web01', source: new MemoryBlockSource(disk) }],
         reverse,
       });
-      points.push({ info, raw });
+      web01Points.push({ info, raw });
+    }
+    // Two chains of the same shape, one forward and one reverse, with different contents.
+    for (const [c, vm] of (['fwd', 'rev'] as const).entries()) {
+      let disks = DISKS.map((d, k) => image(d.size, 101 + 10 * c + k));
+      for (let i = 0; i < CHAIN_LENGTH; i++) {
+        if (i > 0) disks = disks.map((d) => nextVersion(d, i));
+        const raw: Record<string, string> = {};
+        for (const [k, d] of DISKS.entries()) {
+          raw[d.name] = join(tmp.path, `${vm}-p${i}-${d.name}.raw`);
+          await writeFile(raw[d.name]!, disks[k]!);
+        }
+        const info = await repo.backup({
+          vm,
+          disks: DISKS.map((d, k) => ({ name: d.name, source: new MemoryBlockSource(disks[k]!) })),
+          reverse: vm === 'rev',
+        });
+        chains[vm].push({ id: info.id, raw });
+      }
     }
     release111 = await lockPort111();
     await requirePortFree(111);
@@ -107,60 +180,158 @@ describe('recovery datastore served over NFS to qemu', () => {
     return { server, datastore, errors };
   }
 
+  /**
+   * Fails unless `fwd` is a genuine forward chain and `rev` a genuine reverse chain (point kinds,
+   * bases, and the block map objects themselves), with different bytes at every point.
+   */
+  async function checkChains(): Promise<void> {
+    const repoDir = join(tmp.path, 'repo');
+    // Every point of every chain VM holds different bytes on every disk.
+    const digests = new Set<string>();
+    for (const vm of ['fwd', 'rev'] as const) {
+      for (const p of chains[vm]) {
+        for (const d of DISKS) {
+          digests.add(
+            createHash('sha256')
+              .update(await readFile(p.raw[d.name]!))
+              .digest('hex'),
+          );
+        }
+      }
+    }
+    expect(digests.size).toBe(2 * CHAIN_LENGTH * DISKS.length);
+
+    const fwd = await repo.listPoints('fwd');
+    const ids = chains.fwd.map((p) => p.id);
+    expect(fwd.map((p) => p.id)).toEqual(ids);
+    // Forward: a full point, then increments each against the point before it.
+    expect(fwd.map((p) => p.kind)).toEqual([
+      'full',
+      ...Array<string>(CHAIN_LENGTH - 1).fill('incremental'),
+    ]);
+    expect(fwd.map((p) => p.base)).toEqual([null, ...ids.slice(0, -1)]);
+    for (const [i, p] of fwd.entries()) {
+      expect(p.disks.map((d) => [d.name, d.size])).toEqual(DISKS.map((d) => [d.name, d.size]));
+      for (const d of p.disks) {
+        expect(await mapKind(repoDir, d.map)).toBe(i === 0 ? 'full' : 'delta');
+      }
+    }
+
+    const rev = await repo.listPoints('rev');
+    const revIds = chains.rev.map((p) => p.id);
+    expect(rev.map((p) => p.id)).toEqual(revIds);
+    // Reverse: the newest point is full, each older one a delta against the point after it.
+    expect(rev.map((p) => p.kind)).toEqual([
+      ...Array<string>(CHAIN_LENGTH - 1).fill('reverse-incremental'),
+      'full',
+    ]);
+    expect(rev.map((p) => p.base)).toEqual([...revIds.slice(1), null]);
+    for (const [i, p] of rev.entries()) {
+      expect(p.disks.map((d) => [d.name, d.size])).toEqual(DISKS.map((d) => [d.name, d.size]));
+      for (const d of p.disks) {
+        expect(await mapKind(repoDir, d.map)).toBe(i === CHAIN_LENGTH - 1 ? 'full' : 'delta');
+      }
+    }
+  }
+
   // qemu 7.2's nfs driver gives the directory of nfs://h/e/vm/disk.vmdk as
   // "nfs://h/e/vm/disk.vmdk/", so it cannot open a descriptor's extent through nfs:// (ESXi
   // resolves it fine). The flat file is compared through nfs:// directly, and the descriptor
   // the datastore serves is checked by copying both files out over NFS and opening them locally.
-  it('every point of a forward and reverse chain compares identical through nfs://, flat and descriptor', async () => {
+  it('every point of a forward and a reverse chain compares identical through nfs://, flat and descriptor, for odd disk sizes', async () => {
+    await checkChains();
     const cache = join(tmp.path, 'cache');
     const sessions: RecoverySession[] = [];
-    for (const [i, p] of points.entries()) {
-      sessions.push(
-        await RecoverySession.start({
-          minFreeBytes: 0,
-          floorFraction: 0,
-          repository: repo,
-          cacheDir: cache,
-          vm: 'web01',
-          point: p.info.id,
-          name: `web01-p${i}`,
-          mode: 'sandbox',
-        }),
-      );
+    for (const vm of ['fwd', 'rev'] as const) {
+      for (const [i, p] of chains[vm].entries()) {
+        sessions.push(
+          await RecoverySession.start({
+            minFreeBytes: 0,
+            floorFraction: 0,
+            repository: repo,
+            cacheDir: cache,
+            vm,
+            point: p.id,
+            name: `${vm}-p${i}`,
+            mode: 'sandbox',
+          }),
+        );
+      }
     }
     const repoHash = await hashTree(join(tmp.path, 'repo'));
     const { server, errors } = await serve(sessions);
+    let compared = 0;
     try {
-      for (const [i, p] of points.entries()) {
-        const folder = `nfs://127.0.0.1/ivmr/web01-p${i}`;
-        const flat = `${folder}/web01-flat.vmdk`;
-        await runOk(tools['qemu-img'], ['compare', '-f', 'raw', '-F', 'raw', flat, p.raw], 60_000);
-        const local = join(tmp.path, `copy-p${i}`);
-        await mkdir(local);
-        const descriptor = await runOk(tools['nfs-cat'], [`${folder}/web01.vmdk`]);
-        await writeFile(join(local, 'web01.vmdk'), descriptor);
-        const localFlat = join(local, 'web01-flat.vmdk');
-        await runOk(
-          tools['qemu-img'],
-          ['convert', '-f', 'raw', '-O', 'raw', flat, localFlat],
-          60_000,
-        );
-        const localDescriptor = join(local, 'web01.vmdk');
-        const info = JSON.parse(
-          (await runOk(tools['qemu-img'], ['info', '--output=json', localDescriptor])).toString(),
-        );
-        expect(info.format).toBe('vmdk');
-        expect(info['virtual-size']).toBe(SIZE);
-        await runOk(
-          tools['qemu-img'],
-          ['compare', '-f', 'vmdk', '-F', 'raw', localDescriptor, p.raw],
-          60_000,
-        );
+      for (const vm of ['fwd', 'rev'] as const) {
+        for (const [i, p] of chains[vm].entries()) {
+          const folder = `nfs://127.0.0.1/ivmr/${vm}-p${i}`;
+          const local = join(tmp.path, `copy-${vm}-p${i}`);
+          await mkdir(local);
+          for (const d of DISKS) {
+            const raw = p.raw[d.name]!;
+            const expected = await readFile(raw);
+            const padded = Math.ceil(d.size / SECTOR) * SECTOR;
+            const flat = `${folder}/${d.name}-flat.vmdk`;
+            // qemu's own NFS client. qemu reads a raw file that is not whole sectors as if padded
+            // with zeros, so this also checks that the served padding is zero.
+            await runOk(
+              tools['qemu-img'],
+              ['compare', '-f', 'raw', '-F', 'raw', flat, raw],
+              60_000,
+            );
+            // The exact bytes served (libnfs): the disk, then zeros up to the sector boundary.
+            const served = await runOk(tools['nfs-cat'], [flat], 60_000);
+            expect(served.length).toBe(padded);
+            expect(served.subarray(0, d.size).equals(expected), `${vm}-p${i} ${d.name}`).toBe(true);
+            expect(served.subarray(d.size).every((b) => b === 0)).toBe(true);
+            // The descriptor, opened locally next to the served flat bytes.
+            const descriptor = await runOk(tools['nfs-cat'], [`${folder}/${d.name}.vmdk`]);
+            // One extent of the padded size: the flat file, whole sectors.
+            expect(descriptor.toString('latin1')).toMatch(
+              new RegExp(`^RW ${padded / SECTOR} VMFS "${d.name}-flat\\.vmdk"$`, 'm'),
+            );
+            const localDescriptor = join(local, `${d.name}.vmdk`);
+            await writeFile(localDescriptor, descriptor);
+            await writeFile(join(local, `${d.name}-flat.vmdk`), served);
+            const info = JSON.parse(
+              (
+                await runOk(tools['qemu-img'], ['info', '--output=json', localDescriptor])
+              ).toString(),
+            );
+            expect(info.format).toBe('vmdk');
+            expect(info['virtual-size']).toBe(padded);
+            await runOk(
+              tools['qemu-img'],
+              ['compare', '-f', 'vmdk', '-F', 'raw', localDescriptor, raw],
+              60_000,
+            );
+            compared++;
+          }
+        }
       }
+      // The compare is not blind to the partial last sector: one byte off there is a difference.
+      const last = chains.rev.at(-1)!;
+      const odd = DISKS[1];
+      const wrong = await readFile(last.raw[odd.name]!);
+      wrong.writeUInt8(wrong.readUInt8(odd.size - 1) ^ 1, odd.size - 1);
+      const wrongRaw = join(tmp.path, 'wrong.raw');
+      await writeFile(wrongRaw, wrong);
+      const r = await run(tools['qemu-img'], [
+        'compare',
+        '-f',
+        'raw',
+        '-F',
+        'raw',
+        `nfs://127.0.0.1/ivmr/rev-p${CHAIN_LENGTH - 1}/${odd.name}-flat.vmdk`,
+        wrongRaw,
+      ]);
+      expect(r.code, r.stderr).toBe(1);
+      expect(r.stdout.toString()).toMatch(/Content mismatch/);
     } finally {
       await server.stop();
       for (const s of sessions) await s.close();
     }
+    expect(compared).toBe(2 * CHAIN_LENGTH * DISKS.length);
     expect(errors).toEqual([]);
     expect(await hashTree(join(tmp.path, 'repo'))).toBe(repoHash);
     // Sandbox sessions leave nothing behind.
@@ -222,7 +393,7 @@ describe('recovery datastore served over NFS to qemu', () => {
       expect(r.stdout.toString()).not.toMatch(/Pattern verification failed/);
       expect(r.code).toBe(0);
       // Everything else still reads as the newest point.
-      const expected = await readFile(points.at(-1)!.raw);
+      const expected = await readFile(web01Points.at(-1)!.raw);
       expected.fill(0x5a, MIB, MIB + 65536);
       expected.fill(0xa5, 3 * MIB, 3 * MIB + 4096);
       const merged = join(tmp.path, 'merged.raw');
