@@ -1,7 +1,9 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { NfsStatus } from '@ivmr/nfs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Nfs3Client } from '../../nfs/test/helpers/nfs3-client.js';
 import { requireTools, run, runOk, tempDir } from '../../nfs/test/real-clients/harness.js';
 import { parseVmSpec } from '../src/commands/serve.js';
 import { CLI, checkBuilt, exited, logLines, pseudoRandom, startServe } from './helpers.js';
@@ -230,5 +232,82 @@ describe('ivmr serve output, logs and folders', () => {
     expect(logLines(third.stderr()).map((l) => l.msg)).toContain(
       'the file-handle key is damaged: a new one replaces it',
     );
+  });
+});
+
+describe('ivmr serve restarted after kill -9', () => {
+  let tmp: Awaited<ReturnType<typeof tempDir>>;
+  const children: ChildProcess[] = [];
+
+  beforeAll(async () => {
+    await checkBuilt();
+    tmp = await tempDir();
+  });
+
+  afterAll(async () => {
+    for (const c of children) {
+      c.kill('SIGKILL');
+      await exited(c);
+    }
+    await tmp?.remove();
+  });
+
+  it('answers the handles a client got before the crash: disk, .vmx and a lock file', async () => {
+    const repo = join(tmp.path, 'repo');
+    const image = pseudoRandom(2 * MIB + 512, 31);
+    await backup(tmp.path, repo, 'app02', image);
+    const cache = join(tmp.path, 'cache');
+    const args = (port: number) => [
+      '--repo',
+      repo,
+      '--cache',
+      cache,
+      '--vm',
+      'app02',
+      '--nfs-port',
+      String(port),
+      '--portmap',
+      'off',
+    ];
+    const first = await startServe(args(0));
+    children.push(first.child);
+    const port = first.ready.nfsPort;
+    let client = await Nfs3Client.connect(port);
+    const root = await client.mnt('/ivmr');
+    expect(root.status).toBe(0);
+    const folder = (await client.lookup(root.handle!, 'app02')).object!;
+    const flat = (await client.lookup(folder, 'app02-flat.vmdk')).object!;
+    const vmx = (await client.lookup(folder, 'app02.vmx')).object!;
+    const lck = await client.create(folder, '.lck-00000000000000a1', { mode: 'guarded' });
+    expect(lck.status).toBe(NfsStatus.OK);
+    expect((await client.write(lck.object!, 0, Buffer.from('held'), 2)).status).toBe(NfsStatus.OK);
+    const written = Buffer.alloc(4096, 0xc3);
+    expect((await client.write(flat, 8192, written, 2)).status).toBe(NfsStatus.OK);
+    const vmxBefore = (await client.read(vmx, 0, 65536)).data!;
+    await client.close();
+
+    first.child.kill('SIGKILL');
+    await exited(first.child);
+    const second = await startServe(args(port));
+    children.push(second.child);
+    client = await Nfs3Client.connect(port);
+    try {
+      // No new MNT or LOOKUP: the old handles are used as they are.
+      expect((await client.getattr(root.handle!)).status).toBe(NfsStatus.OK);
+      const disk = await client.read(flat, 0, 16384);
+      expect(disk.status).toBe(NfsStatus.OK);
+      const want = Buffer.from(image.subarray(0, 16384));
+      written.copy(want, 8192);
+      expect(disk.data!.equals(want)).toBe(true);
+      expect((await client.read(vmx, 0, 65536)).data!.equals(vmxBefore)).toBe(true);
+      expect((await client.read(lck.object!, 0, 100)).data!.toString()).toBe('held');
+      // A handle that was never issued is refused.
+      const forged = Buffer.from(flat);
+      forged[forged.length - 1]! ^= 1;
+      expect((await client.getattr(forged)).status).not.toBe(NfsStatus.OK);
+    } finally {
+      await client.close();
+    }
+    expect(await stop(second.child)).toBe(0);
   });
 });

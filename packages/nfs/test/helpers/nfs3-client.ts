@@ -2,6 +2,7 @@ import { afterEach, beforeEach, expect } from 'vitest';
 import type { ExportOptions } from '../../src/exports.js';
 import type { NfsTime, SetAttributes } from '../../src/filesystem.js';
 import { exportIdOf, HandleCodec } from '../../src/handles.js';
+import { MOUNT_PROGRAM, MountProc } from '../../src/mount/mount-program.js';
 import { Nfs3Proc } from '../../src/nfs3/constants.js';
 import { NFS_PROGRAM } from '../../src/nfs3/nfs3-program.js';
 import {
@@ -184,6 +185,19 @@ export class Nfs3Client {
 
   close(): Promise<void> {
     return this.rpc.close();
+  }
+
+  /**
+   * MOUNT v3 MNT of `path` on this client's connection (the test servers serve MOUNT on the NFS
+   * port): the mount status and, when it is MNT3_OK, the handle.
+   */
+  async mnt(path: string): Promise<{ status: number; handle?: Buffer }> {
+    const reply = await this.rpc.call(MOUNT_PROGRAM, 3, MountProc.MNT, (w) => w.string(path), {
+      cred: this.cred,
+    });
+    if (reply.replyStat !== 0 || reply.acceptStat !== 0) throw new RpcReplyError(reply);
+    const status = reply.body.u32();
+    return status === 0 ? { status, handle: Buffer.from(reply.body.opaque(64)) } : { status };
   }
 
   /** Sends one NFSv3 call and decodes its result body. */
