@@ -12,21 +12,37 @@
  * 127.0.0.1 is the only one, so the loopback also gets 10.255.255.1/32: still loopback only.
  */
 import { spawn, spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 
 const SETUP = [
   'set -e',
   'mount -t tmpfs -o size=16m,mode=755 ivmr-bench-run /run',
   'ip link set lo up',
   'ip addr add 10.255.255.1/32 dev lo',
+  // TCP congestion control of the loopback routes ($1; empty: the machine's default). The
+  // namespace cannot set the sysctl, but a route's congctl picks the algorithm for its sockets.
+  'if [ -n "$1" ]; then for a in 127.0.0.0/8 127.0.0.1 10.255.255.1; do ip route replace local $a dev lo table local scope host src 127.0.0.1 congctl "$1"; done; fi',
   'echo ready',
   'exec sleep 2147483647',
 ].join('; ');
 
 /**
+ * The congestion control the benchmarks use on loopback unless told otherwise. Linux's default is
+ * cubic; some machines (this workplace's among them) default to bbr, whose pacing on a
+ * zero-latency loopback stalls 512 KiB reads of both servers by milliseconds (benchmarks/README.md,
+ * "Congestion control").
+ */
+export const DEFAULT_CONGESTION_CONTROL = 'cubic';
+
+/**
  * Enters a new namespace: a `sleep` holds it open until {@link Namespace.close}.
+ * @param {{ congestionControl?: string }} [options] TCP congestion control of the namespace's
+ *   loopback (`system`: the machine's default; default {@link DEFAULT_CONGESTION_CONTROL})
  * @returns {Promise<Namespace>}
  */
-export async function openNamespace() {
+export async function openNamespace(options = {}) {
+  const cc = options.congestionControl ?? DEFAULT_CONGESTION_CONTROL;
+  if (!/^(system|[a-z0-9_]+)$/.test(cc)) throw new Error(`bad congestion control name: ${cc}`);
   for (const tool of ['unshare', 'nsenter', 'ip']) {
     if (spawnSync('sh', ['-c', `command -v ${tool}`]).status !== 0) {
       throw new Error(`${tool} not found (util-linux / iproute2): the benchmark needs it`);
@@ -34,7 +50,17 @@ export async function openNamespace() {
   }
   const holder = spawn(
     'unshare',
-    ['--net', '--mount', '--propagation', 'private', 'sh', '-c', SETUP],
+    [
+      '--net',
+      '--mount',
+      '--propagation',
+      'private',
+      'sh',
+      '-c',
+      SETUP,
+      'setup',
+      cc === 'system' ? '' : cc,
+    ],
     {
       stdio: ['ignore', 'pipe', 'pipe'],
     },
@@ -56,13 +82,24 @@ export async function openNamespace() {
     holder.stdout.once('data', resolve);
   });
   holder.removeAllListeners('exit');
-  return new Namespace(holder);
+  const system = () => {
+    try {
+      return readFileSync('/proc/sys/net/ipv4/tcp_congestion_control', 'utf8').trim();
+    } catch {
+      return 'unknown';
+    }
+  };
+  return new Namespace(holder, cc === 'system' ? system() : cc);
 }
 
 export class Namespace {
-  /** @param {import('node:child_process').ChildProcess} holder */
-  constructor(holder) {
+  /**
+   * @param {import('node:child_process').ChildProcess} holder
+   * @param {string} congestionControl the TCP congestion control its loopback uses
+   */
+  constructor(holder, congestionControl) {
     this.holder = holder;
+    this.congestionControl = congestionControl;
   }
 
   /**

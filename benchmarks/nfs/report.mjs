@@ -24,7 +24,7 @@ export function markdown(r) {
   const out = [];
   out.push(
     `Command: \`${r.command}\`  `,
-    `${r.date} · node ${r.node} · ${r.cpu.model} × ${r.cpu.count} · ${r.versions.fio} (nfs engine, ${r.versions.libnfs}) · ${r.versions.ganesha} · ${r.seconds.toFixed(0)} s`,
+    `${r.date} · node ${r.node} · ${r.cpu.model} × ${r.cpu.count} · ${r.versions.fio} (nfs engine, ${r.versions.libnfs}) · ${r.versions.ganesha} · TCP ${r.congestionControl ?? 'machine default'} on loopback · ${r.seconds.toFixed(0)} s`,
     '',
     `File: ${size(r.options.size)} (${size(r.options.writeSize)} for writes), ivmr from memory, ganesha from tmpfs; ${r.options.rounds} rounds of ${r.options.runtime} s (+${r.options.ramp} s ramp) per job and server, alternating ivmr, ganesha. Bytes checked first: ${r.checks.map((c) => `${c.server} ${c.what} ${c.ok ? 'ok' : 'FAILED'}`).join('; ')}.`,
     '',

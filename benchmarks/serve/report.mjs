@@ -44,7 +44,7 @@ export function markdown(r) {
   const rechecks = r.checks.filter((c) => c.what.startsWith('round'));
   out.push(
     `Command: \`${r.command}\`  `,
-    `${r.date} · node ${r.node} · ${r.cpu.model} × ${r.cpu.count} · ${r.versions.fio} (nfs engine, ${r.versions.libnfs}) · ${r.versions.ganesha} · ${r.seconds.toFixed(0)} s`,
+    `${r.date} · node ${r.node} · ${r.cpu.model} × ${r.cpu.count} · ${r.versions.fio} (nfs engine, ${r.versions.libnfs}) · ${r.versions.ganesha} · TCP ${r.congestionControl ?? 'machine default'} on loopback · ${r.seconds.toFixed(0)} s`,
     '',
     `Disk: ${size(r.disk.size)}, seed ${r.disk.seed} (${r.disk.zeroBlocks} of ${r.disk.size / 1048576} 1 MiB blocks zero, ${r.disk.dupBlocks} duplicates), backed up with \`ivmr backup\` (${backups}); served by \`ivmr serve\` as the VM's flat VMDK and by ganesha (VFS FSAL) as a raw file. ${r.options.rounds} rounds of ${r.options.runtime} s (+${r.options.ramp} s ramp) per job, temperature and server, servers alternating. Cold: ivmr restarted with an empty cache folder${r.pageCacheDropped ? ', page cache dropped' : r.pageCacheDropped === false ? ', page cache NOT dropped (not root)' : ''}; warm: after a whole read of the disk.`,
     '',

@@ -28,12 +28,12 @@ import {
   pickJobs,
   progressLog,
   serverStats,
-  timedRun,
+  timedRunRetrying,
   verifyWrites,
   wholeNumber,
 } from '../nfs/common.mjs';
 import { timedArgs } from '../nfs/fio.mjs';
-import { openNamespace } from '../nfs/namespace.mjs';
+import { DEFAULT_CONGESTION_CONTROL, openNamespace } from '../nfs/namespace.mjs';
 import { startGanesha } from '../nfs/servers.mjs';
 import { backUp, checkBuilt, startServe } from './ivmr.mjs';
 import { SERVE_JOBS, TARGETS } from './jobs.mjs';
@@ -63,6 +63,9 @@ nfs engine (setup/fio-nfs.sh) and installs nfs-ganesha (setup/ganesha.sh).
                        needs about 5× the disk size; a disk, not tmpfs, so that cold means cold)
   --fio PATH           a fio built with the nfs engine (default: built by setup/fio-nfs.sh)
   --cpu-prof DIR       run the ivmr servers under node --cpu-prof, profiles into DIR
+  --congestion-control NAME
+                       TCP congestion control on the namespace's loopback (default cubic, Linux's
+                       default; system: this machine's default)
   -h, --help           this text`;
 
 const { values: opts } = parseArgs({
@@ -80,6 +83,7 @@ const { values: opts } = parseArgs({
     tmp: { type: 'string', default: tmpdir() },
     fio: { type: 'string' },
     'cpu-prof': { type: 'string' },
+    'congestion-control': { type: 'string', default: DEFAULT_CONGESTION_CONTROL },
     help: { type: 'boolean', short: 'h', default: false },
   },
 });
@@ -185,8 +189,9 @@ async function main() {
     repos[codec] = repo;
   }
 
-  const ns = await openNamespace();
+  const ns = await openNamespace({ congestionControl: opts['congestion-control'] });
   cleanups.push(async () => ns.close());
+  results.congestionControl = ns.congestionControl;
 
   /** @type {Map<string, any>} */
   const servers = new Map();
@@ -297,26 +302,18 @@ async function main() {
             fileName: fileOf(name, job.file),
             size: options.size,
           });
-          let entry = null;
-          for (let attempt = 1; attempt <= 2; attempt++) {
-            const r = await timedRun({
-              ns,
-              fio: tools.fio,
-              args,
-              job,
-              server: s,
-              others,
-              deadlineMs,
-            });
-            entry = { job: job.id, temp, server: name, round, attempt, ...r };
-            if (!r.hung) break;
-            // libnfs 4.0 can hang at the end of a run (README, "Known client problems"): once more.
-            runs.push(entry);
-            if (name !== 'ganesha') log(`${name}'s log ends:\n${tail(join(tmp, `${name}.log`))}`);
-            log(
-              `${key} round ${round}: HUNG, fio killed after ${r.wallSeconds.toFixed(0)} s (${r.stderrTail}); again`,
-            );
-          }
+          const attempts = await timedRunRetrying(
+            { ns, fio: tools.fio, args, job, server: s, others, deadlineMs },
+            (r) => {
+              if (name !== 'ganesha') log(`${name}'s log ends:\n${tail(join(tmp, `${name}.log`))}`);
+              log(
+                `${key} round ${round}: HUNG, fio killed after ${r.wallSeconds.toFixed(0)} s (${r.stderrTail}); again`,
+              );
+            },
+          );
+          const base = { job: job.id, temp, server: name, round };
+          for (const r of attempts.slice(0, -1)) runs.push({ ...base, ...r });
+          const entry = { ...base, ...attempts.at(-1) };
           runs.push(entry);
           if (job.file === 'write' && name !== 'ganesha') dirty.add(name);
           if (entry.hung || entry.error) {
