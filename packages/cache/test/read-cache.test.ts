@@ -76,9 +76,9 @@ describe('ReadCache hits and misses', () => {
       sourceReads: 1,
       bytesFromCache: 60_000,
     });
-    // A read across three blocks: one hit, two misses.
+    // A read across three blocks: one hit, two misses, loaded with one source read.
     expectBytes(await cache.read(60 * KiB, 100 * KiB), await base.read(60 * KiB, 100 * KiB));
-    expect(cache.stats()).toMatchObject({ hits: 2, misses: 3, sourceReads: 3 });
+    expect(cache.stats()).toMatchObject({ hits: 2, misses: 3, sourceReads: 2 });
     await cache.close();
     base.expectUntouched();
   });
@@ -151,7 +151,8 @@ describe('ReadCache hits and misses', () => {
     };
     const cache = await memCache(source, { blockSize: 64 * KiB });
     expectBytes(await cache.read(0, 256 * KiB), bytes);
-    expect(reads).toBe(2);
+    // Blocks 0 and 1 are zero; 2 and 3 come with one source read.
+    expect(reads).toBe(1);
     expect(cache.stats().zeroReads).toBe(2);
     await cache.close();
   });
@@ -212,13 +213,51 @@ describe('ReadCache single-flight and read-ahead', () => {
     await cache.close();
   });
 
+  it('loads a run of missing blocks with one source read, stores each, and retries after a failure', async () => {
+    const bytes = randomBytesFrom(9, 1 * MiB);
+    const inner = new MemoryBlockSource(bytes);
+    const reads: [number, number][] = [];
+    let fail = true;
+    const source = {
+      size: bytes.length,
+      read: async (o: number, l: number, into?: Uint8Array) => {
+        reads.push([o, l]);
+        if (fail) throw new Error('backup store down');
+        return inner.read(o, l, into);
+      },
+    };
+    const cache = await memCache(source, { blockSize: 64 * KiB });
+    await expect(cache.read(64 * KiB + 5, 5 * 64 * KiB)).rejects.toThrow(/backup store down/);
+    expect(reads).toEqual([[64 * KiB, 6 * 64 * KiB]]);
+    // Nothing of the failed load stays in flight or cached: the same read asks the source again.
+    fail = false;
+    expectBytes(
+      await cache.read(64 * KiB + 5, 5 * 64 * KiB),
+      bytes.subarray(64 * KiB + 5, 6 * 64 * KiB + 5),
+    );
+    expect(reads).toEqual([
+      [64 * KiB, 6 * 64 * KiB],
+      [64 * KiB, 6 * 64 * KiB],
+    ]);
+    await cache.settle();
+    expect(cache.stats()).toMatchObject({ sourceReads: 1, misses: 12, cachedBytes: 6 * 64 * KiB });
+    // Each block of the run was stored on its own: any one of them is now a hit.
+    expectBytes(
+      await cache.read(4 * 64 * KiB, 100),
+      bytes.subarray(4 * 64 * KiB, 4 * 64 * KiB + 100),
+    );
+    expect(reads).toHaveLength(2);
+    await cache.close();
+  });
+
   it('reads a sequential stream ahead, and random reads not', async () => {
     const bytes = randomBytesFrom(5, 2 * MiB);
     const base = new ReadOnlyBase(bytes);
     const cache = await memCache(base, { blockSize: 64 * KiB, readAhead: 4, readAheadTrigger: 2 });
     await cache.read(0, 64 * KiB);
     await cache.read(64 * KiB, 64 * KiB);
-    await vi.waitFor(() => expect(cache.stats().sourceReads).toBe(6));
+    // Two misses, then the four blocks ahead in one source read.
+    await vi.waitFor(() => expect(cache.stats().sourceReads).toBe(3));
     expect(cache.stats().readAheadLoads).toBe(4);
     const misses = cache.stats().misses;
     for (let b = 2; b < 6; b++) {

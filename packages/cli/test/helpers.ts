@@ -114,19 +114,35 @@ export function mutate(img: Buffer, seed: number, count: number): { img: Buffer;
 /** The JSON readiness line of `ivmr serve --json` (the fields the tests use). */
 export interface Ready {
   readonly nfsPort: number;
+  readonly mountPort: number;
   readonly portmapPort: number | null;
   readonly sessions: { name: string; vm: string; point: string; disks: string[] }[];
 }
 
 /** Starts `ivmr serve ... --json` and resolves with the child and its readiness line. */
-export function startServe(
+export async function startServe(
   args: string[],
 ): Promise<{ child: ChildProcess; ready: Ready; stderr: () => string }> {
+  const s = await spawnServe([...args, '--json'], (out) =>
+    out.split('\n').some((l) => l.startsWith('{')),
+  );
+  const line = s.stdout.split('\n').find((l) => l.startsWith('{'))!;
+  return { child: s.child, ready: JSON.parse(line) as Ready, stderr: s.stderr };
+}
+
+/**
+ * Spawns `ivmr serve ARGS` and resolves once `ready(stdout so far)` holds; rejects when the
+ * server exits before.
+ */
+export function spawnServe(
+  args: string[],
+  ready: (stdout: string) => boolean,
+): Promise<{ child: ChildProcess; stdout: string; stderr: () => string }> {
   return new Promise((resolve, reject) => {
     // The default free-space check asks for 20 GiB plus 5% of the volume: tests must not depend on
     // the machine's disk, so they ask for what their small VMs need unless they test the check.
     const space = args.includes('--min-free') ? [] : ['--min-free', '64M', '--cache-floor', '0'];
-    const child = spawn(process.execPath, [CLI, 'serve', ...args, ...space, '--json'], {
+    const child = spawn(process.execPath, [CLI, 'serve', ...args, ...space], {
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     let out = '';
@@ -136,8 +152,7 @@ export function startServe(
     });
     child.stdout!.on('data', (b: Buffer) => {
       out += b.toString();
-      const line = out.split('\n').find((l) => l.startsWith('{'));
-      if (line) resolve({ child, ready: JSON.parse(line) as Ready, stderr: () => err });
+      if (ready(out)) resolve({ child, stdout: out, stderr: () => err });
     });
     child.on('exit', (code) =>
       reject(new Error(`ivmr serve exited with ${code} before it was ready: ${err}`)),
@@ -195,9 +210,15 @@ export function problems(stderr: string): LogLine[] {
 
 /**
  * `--repo R --cache C --vm ...` of `ivmr serve`, with free NFS and MOUNT ports and the embedded
- * portmapper (qemu's nfs:// driver finds servers only through port 111).
+ * portmapper (qemu's nfs:// driver finds servers only through port 111), or none with `portmap`
+ * 'off' (libnfs's tools take the ports in the URL).
  */
-export function serveArgs(repo: string, cache: string, vms: readonly string[]): string[] {
+export function serveArgs(
+  repo: string,
+  cache: string,
+  vms: readonly string[],
+  portmap: 'embedded' | 'off' = 'embedded',
+): string[] {
   return [
     '--repo',
     repo,
@@ -209,6 +230,6 @@ export function serveArgs(repo: string, cache: string, vms: readonly string[]): 
     '--mount-port',
     '0',
     '--portmap',
-    'embedded',
+    portmap,
   ];
 }

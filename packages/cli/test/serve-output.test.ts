@@ -1,4 +1,4 @@
-import { type ChildProcess, spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { NfsStatus } from '@ivmr/nfs';
@@ -6,7 +6,15 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Nfs3Client } from '../../nfs/test/helpers/nfs3-client.js';
 import { requireTools, run, runOk, tempDir } from '../../nfs/test/real-clients/harness.js';
 import { parseVmSpec } from '../src/commands/serve.js';
-import { CLI, checkBuilt, exited, logLines, pseudoRandom, startServe } from './helpers.js';
+import {
+  checkBuilt,
+  exited,
+  logLines,
+  pseudoRandom,
+  serveArgs,
+  spawnServe,
+  startServe,
+} from './helpers.js';
 import { backup } from './repository-files.js';
 
 // What `ivmr serve` prints and logs, checked with libnfs's tools, which take the NFS and MOUNT
@@ -15,29 +23,12 @@ import { backup } from './repository-files.js';
 const MIB = 1024 * 1024;
 
 /** Starts `ivmr serve` without --json; resolves with its human-readable readiness text. */
-function startServeText(
+async function startServeText(
   args: string[],
 ): Promise<{ child: ChildProcess; text: string; stderr: () => string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(
-      process.execPath,
-      [CLI, 'serve', ...args, '--min-free', '64M', '--cache-floor', '0'],
-      { stdio: ['ignore', 'pipe', 'pipe'] },
-    );
-    let out = '';
-    let err = '';
-    child.stderr!.on('data', (b: Buffer) => {
-      err += b.toString();
-    });
-    child.stdout!.on('data', (b: Buffer) => {
-      out += b.toString();
-      // The readiness text ends with the line naming `ivmr sessions` (and maybe a note).
-      if (/^Sessions: .*\n/m.test(out)) resolve({ child, text: out, stderr: () => err });
-    });
-    child.on('exit', (code) =>
-      reject(new Error(`ivmr serve exited with ${code} before it was ready: ${err}`)),
-    );
-  });
+  // The readiness text ends with the line naming `ivmr sessions` (and maybe a note).
+  const s = await spawnServe(args, (out) => /^Sessions: .*\n/m.test(out));
+  return { child: s.child, text: s.stdout, stderr: s.stderr };
 }
 
 /** SIGTERM, then the exit code. */
@@ -103,18 +94,7 @@ describe('ivmr serve output, logs and folders', () => {
 
   it('without a portmapper prints an nfs-ls line that works, and says what ESXi lacks', async () => {
     const cache = join(tmp.path, 'cache-text');
-    const s = await startServeText([
-      '--repo',
-      repo,
-      '--cache',
-      cache,
-      '--vm',
-      'db01',
-      '--nfs-port',
-      '0',
-      '--portmap',
-      'off',
-    ]);
+    const s = await startServeText(serveArgs(repo, cache, ['db01'], 'off'));
     children.push(s.child);
     expect(s.text).toMatch(/^ivmr datastore ready: nfs:\/\/127\.0\.0\.1\/ivmr .*portmapper off/m);
     expect(s.text).toMatch(/^ {2}esxcli storage nfs add -H 127\.0\.0\.1 -s \/ivmr -v ivmr$/m);
@@ -140,35 +120,22 @@ describe('ivmr serve output, logs and folders', () => {
 
   it('serves one VM from two points in two folders, each with its own bytes', async () => {
     const cache = join(tmp.path, 'cache-two');
-    const s = await startServe([
-      '--repo',
-      repo,
-      '--cache',
-      cache,
-      '--vm',
-      'db01',
-      '--vm',
-      `db01-before=db01@${olderPoint.slice(0, 8)}`,
-      '--nfs-port',
-      '0',
-      '--portmap',
-      'off',
-    ]);
+    const s = await startServe(
+      serveArgs(repo, cache, ['db01', `db01-before=db01@${olderPoint.slice(0, 8)}`], 'off'),
+    );
     children.push(s.child);
     expect(s.ready.sessions.map((x) => [x.name, x.vm, x.point === olderPoint])).toEqual([
       ['db01', 'db01', false],
       ['db01-before', 'db01', true],
     ]);
-    const port = s.ready.nfsPort;
+    const ports = `nfsport=${s.ready.nfsPort}&mountport=${s.ready.mountPort}&version=3`;
     const cat = (folder: string) =>
-      runOk(tools['nfs-cat'], [
-        `nfs://127.0.0.1/ivmr/${folder}/db01-flat.vmdk?nfsport=${port}&mountport=${port}&version=3`,
-      ]);
+      runOk(tools['nfs-cat'], [`nfs://127.0.0.1/ivmr/${folder}/db01-flat.vmdk?${ports}`]);
     expect((await cat('db01')).equals(newer), 'db01 is the newest point').toBe(true);
     expect((await cat('db01-before')).equals(older), 'db01-before is the older point').toBe(true);
     // The .vmx of each folder names its own disk.
     const vmx = await runOk(tools['nfs-cat'], [
-      `nfs://127.0.0.1/ivmr/db01-before/db01.vmx?nfsport=${port}&mountport=${port}&version=3`,
+      `nfs://127.0.0.1/ivmr/db01-before/db01.vmx?${ports}`,
     ]);
     expect(vmx.toString()).toMatch(/scsi0:0\.fileName = "db01\.vmdk"/);
     expect(await stop(s.child)).toBe(0);
@@ -177,24 +144,13 @@ describe('ivmr serve output, logs and folders', () => {
   it('logs a mount the export refuses as refused, with a warning for a client not allowed', async () => {
     const cache = join(tmp.path, 'cache-allow');
     const s = await startServe([
-      '--repo',
-      repo,
-      '--cache',
-      cache,
-      '--vm',
-      'db01',
-      '--nfs-port',
-      '0',
-      '--portmap',
-      'off',
+      ...serveArgs(repo, cache, ['db01'], 'off'),
       '--allow',
       '10.0.0.0/8',
     ]);
     children.push(s.child);
-    const port = s.ready.nfsPort;
-    const denied = await run(tools['nfs-ls'], [
-      `nfs://127.0.0.1/ivmr?nfsport=${port}&mountport=${port}&version=3`,
-    ]);
+    const ports = `nfsport=${s.ready.nfsPort}&mountport=${s.ready.mountPort}&version=3`;
+    const denied = await run(tools['nfs-ls'], [`nfs://127.0.0.1/ivmr?${ports}`]);
     expect(denied.code).not.toBe(0);
     expect(await stop(s.child)).toBe(0);
     const logs = logLines(s.stderr());
@@ -211,19 +167,19 @@ describe('ivmr serve output, logs and folders', () => {
 
   it('keeps the file-handle key across restarts and replaces a damaged one', async () => {
     const cache = join(tmp.path, 'cache-key');
-    const args = ['--repo', repo, '--cache', cache, '--vm', 'db01', '--nfs-port', '0'];
-    const first = await startServe([...args, '--portmap', 'off']);
+    const args = serveArgs(repo, cache, ['db01'], 'off');
+    const first = await startServe(args);
     children.push(first.child);
     expect(await stop(first.child)).toBe(0);
     const key = await readFile(join(cache, 'handle.key'));
     expect(key).toHaveLength(32);
-    const second = await startServe([...args, '--portmap', 'off']);
+    const second = await startServe(args);
     children.push(second.child);
     expect(await stop(second.child)).toBe(0);
     expect((await readFile(join(cache, 'handle.key'))).equals(key)).toBe(true);
     // A short key (damaged outside ivmr) no longer locks the folder out: it is replaced.
     await writeFile(join(cache, 'handle.key'), key.subarray(0, 7));
-    const third = await startServe([...args, '--portmap', 'off']);
+    const third = await startServe(args);
     children.push(third.child);
     expect(await stop(third.child)).toBe(0);
     const replaced = await readFile(join(cache, 'handle.key'));

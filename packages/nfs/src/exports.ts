@@ -91,12 +91,20 @@ export function clientMatcher(clients: readonly string[]): (address: string) => 
       list.addSubnet(addr!, prefix, type);
     }
   }
+  // Every call is checked, and BlockList.check builds a SocketAddress each time: remember the
+  // answer per address (a server has few clients; the map is cleared if it ever grows large).
+  const answers = new Map<string, boolean>();
   return (address) => {
-    const mapped =
-      address.startsWith('::ffff:') && isIP(address.slice(7)) === 4 ? address.slice(7) : address;
-    const family = isIP(mapped);
-    if (family === 0) return false;
-    return list.check(mapped, family === 4 ? 'ipv4' : 'ipv6');
+    let ok = answers.get(address);
+    if (ok === undefined) {
+      const mapped =
+        address.startsWith('::ffff:') && isIP(address.slice(7)) === 4 ? address.slice(7) : address;
+      const family = isIP(mapped);
+      ok = family !== 0 && list.check(mapped, family === 4 ? 'ipv4' : 'ipv6');
+      if (answers.size >= 1024) answers.clear();
+      answers.set(address, ok);
+    }
+    return ok;
   };
 }
 

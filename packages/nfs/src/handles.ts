@@ -5,6 +5,8 @@ export const MAX_HANDLE_SIZE = 56;
 
 const VERSION = 1;
 const MAC_SIZE = 16;
+/** Handles {@link HandleCodec} remembers as checked. */
+const KNOWN_HANDLES = 4096;
 /** version u8, 3 reserved bytes, export id u32, file id u64, MAC. */
 export const HANDLE_SIZE = 1 + 3 + 4 + 8 + MAC_SIZE;
 
@@ -23,6 +25,12 @@ export interface DecodedHandle {
  */
 export class HandleCodec {
   readonly #key: Buffer;
+  /**
+   * Handles issued or verified lately, by their bytes: an HMAC per call costs more than the rest
+   * of a small READ's decoding. Only exact byte strings that passed the check are kept, so a
+   * hit proves what the MAC would. Cleared when full.
+   */
+  readonly #known = new Map<string, DecodedHandle>();
 
   /** `key`: at least 16 secret bytes; keep them stable across restarts. */
   constructor(key: Uint8Array) {
@@ -37,6 +45,7 @@ export class HandleCodec {
     h.writeUInt32BE(exportId, 4);
     h.writeBigUInt64BE(fileId, 8);
     this.#mac(h.subarray(0, 16)).copy(h, 16);
+    this.#remember(h, { exportId, fileId });
     return h;
   }
 
@@ -47,9 +56,18 @@ export class HandleCodec {
   decode(handle: Uint8Array): DecodedHandle | 'bad' | 'stale' {
     if (handle.length !== HANDLE_SIZE) return 'bad';
     const h = Buffer.from(handle.buffer, handle.byteOffset, handle.byteLength);
+    const known = this.#known.get(h.toString('latin1'));
+    if (known !== undefined) return known;
     if (h[0] !== VERSION || h[1] !== 0 || h[2] !== 0 || h[3] !== 0) return 'bad';
     if (!timingSafeEqual(this.#mac(h.subarray(0, 16)), h.subarray(16))) return 'stale';
-    return { exportId: h.readUInt32BE(4), fileId: h.readBigUInt64BE(8) };
+    const decoded = { exportId: h.readUInt32BE(4), fileId: h.readBigUInt64BE(8) };
+    this.#remember(h, decoded);
+    return decoded;
+  }
+
+  #remember(h: Buffer, decoded: DecodedHandle): void {
+    if (this.#known.size >= KNOWN_HANDLES) this.#known.clear();
+    this.#known.set(h.toString('latin1'), decoded);
   }
 
   #mac(body: Buffer): Buffer {

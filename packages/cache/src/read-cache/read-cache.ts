@@ -34,11 +34,14 @@ export interface ReadCacheOptions extends FloorOptions {
   sourceId?: string;
   /** Keep a block that was hit since the ring last passed it for one more round. Default true. */
   secondChance?: boolean;
-  /** Blocks read ahead of a sequential stream; 0 turns read-ahead off. Default 8. */
+  /** Blocks read ahead of a sequential stream; 0 turns read-ahead off. Default 32. */
   readAhead?: number;
   /** Reads in a row that make a stream sequential. Default 2. */
   readAheadTrigger?: number;
-  /** Read-ahead loads running at once, at most. Default 4. */
+  /**
+   * Read-ahead loads running at once, at most; each load is one source read of a run of
+   * consecutive missing blocks. Default 4.
+   */
   maxReadAheadLoads?: number;
   /** File layer; default the real file system. */
   fs?: CacheFileSystem;
@@ -185,7 +188,7 @@ export class ReadCache implements BlockSource {
     this.#guard = guard;
     this.#zeroProbe = zeroProbeOf(source);
     this.#secondChance = options.secondChance ?? true;
-    this.#readAhead = options.readAhead ?? 8;
+    this.#readAhead = options.readAhead ?? 32;
     this.#maxReadAheadLoads = options.maxReadAheadLoads ?? 4;
     this.#detector = new SequentialDetector(options.readAheadTrigger ?? 2);
     const n = header.slotCount;
@@ -333,6 +336,12 @@ export class ReadCache implements BlockSource {
         b += run;
         continue;
       }
+      const missing = this.#missingRun(b, last + 1);
+      if (missing > 1) {
+        parts.push(this.#readMissingRun(b, missing, offset, end, out));
+        b += missing;
+        continue;
+      }
       const lo = Math.max(offset, b * bs);
       const hi = Math.min(end, (b + 1) * bs);
       parts.push(this.#readPart(b, lo - b * bs, out.subarray(lo - offset, hi - offset)));
@@ -395,6 +404,67 @@ export class ReadCache implements BlockSource {
       parts.push(this.#readPart(k, from - k * bs, out.subarray(from - offset, to - offset)));
     }
     await Promise.all(parts);
+  }
+
+  /**
+   * How many blocks from `b` (below `end`) are neither cached, nor loading, nor being stored,
+   * nor known zero: those are loaded with one source read.
+   */
+  #missingRun(b: number, end: number): number {
+    let n = 0;
+    while (
+      b + n < end &&
+      !this.#index.has(b + n) &&
+      this.#flight.get(b + n) === undefined &&
+      !this.#storing.has(b + n) &&
+      !this.#isZero(b + n)
+    ) {
+      n++;
+    }
+    return n;
+  }
+
+  /** Loads blocks `b..b + n - 1` with one source read and copies their part of the read. */
+  async #readMissingRun(
+    b: number,
+    n: number,
+    offset: number,
+    end: number,
+    out: Uint8Array,
+  ): Promise<void> {
+    this.#misses += n;
+    const buf = await this.#loadRun(b, n);
+    const bs = this.#bs;
+    const lo = Math.max(offset, b * bs);
+    const hi = Math.min(end, b * bs + buf.length);
+    out.set(buf.subarray(lo - b * bs, hi - b * bs), lo - offset);
+  }
+
+  /**
+   * Loads blocks `b..b + n - 1` from the source with one read: a source such as a backup chain
+   * then fetches and decodes its frames in one request instead of one per block. Each block is
+   * in flight meanwhile (other reads of it wait for this load), then stored behind.
+   */
+  #loadRun(b: number, n: number): Promise<Uint8Array> {
+    const bs = this.#bs;
+    const start = b * bs;
+    const len = Math.min(n * bs, this.size - start);
+    // Not zeroed: the source's read fills every byte.
+    const buf = new Uint8Array(Buffer.allocUnsafeSlow(len).buffer, 0, len);
+    const whole = this.#source.read(start, len, buf).then(() => {
+      this.#sourceReads++;
+      this.#bytesFromSource += len;
+      for (let k = 0; k < n; k++) {
+        this.#storeBehind(b + k, buf.subarray(k * bs, Math.min((k + 1) * bs, len)));
+      }
+      return buf;
+    });
+    for (let k = 0; k < n; k++) {
+      void this.#flight
+        .run(b + k, () => whole.then(() => buf.subarray(k * bs, Math.min((k + 1) * bs, len))))
+        .catch(() => {});
+    }
+    return whole;
   }
 
   /** Reads bytes `[inBlock, inBlock + dst.length)` of block `b` into `dst`. */
@@ -472,13 +542,18 @@ export class ReadCache implements BlockSource {
     await this.#source.read(b * bs, len, buf);
     this.#sourceReads++;
     this.#bytesFromSource += len;
+    this.#storeBehind(b, buf);
+    return buf;
+  }
+
+  /** Stores a loaded block in the cache file without making the reader wait for it. */
+  #storeBehind(b: number, buf: Uint8Array): void {
     if (!this.#closed && !this.#closing && !this.#storing.has(b)) {
       // Readers need not wait for the cache file: until the block is stored, reads of it are
       // served from this buffer.
       this.#storing.set(b, buf);
       this.#track(this.#store(b, buf).finally(() => this.#storing.delete(b)));
     }
-    return buf;
   }
 
   async #store(b: number, buf: Uint8Array): Promise<void> {
@@ -604,14 +679,17 @@ export class ReadCache implements BlockSource {
 
   #startReadAhead(offset: number, length: number): void {
     const [from, to] = this.#detector.note(offset, length, this.#bs, this.#readAhead);
-    const blocks = Math.ceil(this.size / this.#bs);
-    for (let b = from; b < Math.min(to, blocks); b++) {
+    const end = Math.min(to, Math.ceil(this.size / this.#bs));
+    for (let b = from; b < end; ) {
       if (this.#prefetching.size >= this.#maxReadAheadLoads) break;
-      if (this.#index.has(b) || this.#flight.get(b) !== undefined || this.#storing.has(b)) continue;
-      if (this.#isZero(b)) continue;
-      this.#readAheadLoads++;
-      const p: Promise<void> = this.#flight
-        .run(b, () => this.#loadBlock(b))
+      const n = this.#missingRun(b, end);
+      if (n === 0) {
+        b++;
+        continue;
+      }
+      // Each run of missing blocks is one source read.
+      this.#readAheadLoads += n;
+      const p: Promise<void> = this.#loadRun(b, n)
         .then(
           () => {},
           // A failed read-ahead costs nothing: the read that wants the block loads it again.
@@ -619,6 +697,7 @@ export class ReadCache implements BlockSource {
         )
         .finally(() => this.#prefetching.delete(p));
       this.#prefetching.add(p);
+      b += n;
     }
   }
 
