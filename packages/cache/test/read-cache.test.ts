@@ -228,17 +228,16 @@ describe('ReadCache single-flight and read-ahead', () => {
     };
     const cache = await memCache(source, { blockSize: 64 * KiB });
     await expect(cache.read(64 * KiB + 5, 5 * 64 * KiB)).rejects.toThrow(/backup store down/);
-    expect(reads).toEqual([[64 * KiB, 6 * 64 * KiB]]);
+    // The run's read failed, then each block was asked for alone.
+    const alone = [1, 2, 3, 4, 5, 6].map((k) => [k * 64 * KiB, 64 * KiB]);
+    expect(reads).toEqual([[64 * KiB, 6 * 64 * KiB], ...alone]);
     // Nothing of the failed load stays in flight or cached: the same read asks the source again.
     fail = false;
     expectBytes(
       await cache.read(64 * KiB + 5, 5 * 64 * KiB),
       bytes.subarray(64 * KiB + 5, 6 * 64 * KiB + 5),
     );
-    expect(reads).toEqual([
-      [64 * KiB, 6 * 64 * KiB],
-      [64 * KiB, 6 * 64 * KiB],
-    ]);
+    expect(reads).toEqual([[64 * KiB, 6 * 64 * KiB], ...alone, [64 * KiB, 6 * 64 * KiB]]);
     await cache.settle();
     expect(cache.stats()).toMatchObject({ sourceReads: 1, misses: 12, cachedBytes: 6 * 64 * KiB });
     // Each block of the run was stored on its own: any one of them is now a hit.
@@ -246,7 +245,61 @@ describe('ReadCache single-flight and read-ahead', () => {
       await cache.read(4 * 64 * KiB, 100),
       bytes.subarray(4 * 64 * KiB, 4 * 64 * KiB + 100),
     );
-    expect(reads).toHaveLength(2);
+    expect(reads).toHaveLength(8);
+    await cache.close();
+  });
+
+  it('a damaged block fails only the reads that need it, not its neighbours in a run or read-ahead', async () => {
+    const bytes = randomBytesFrom(10, 2 * MiB);
+    const inner = new MemoryBlockSource(bytes);
+    const bad = 5 * 64 * KiB;
+    let open!: () => void;
+    const gate = new Promise<void>((resolve) => {
+      open = resolve;
+    });
+    const source = {
+      size: bytes.length,
+      // Like a backup chain: any read that covers the damaged block fails as a whole. Reads of
+      // more than one block wait for the gate, so that others can join them meanwhile.
+      read: async (o: number, l: number, into?: Uint8Array) => {
+        if (l > 64 * KiB) await gate;
+        if (o < bad + 64 * KiB && o + l > bad) throw new Error('chunk corrupt');
+        return inner.read(o, l, into);
+      },
+    };
+    const block = (b: number) => bytes.subarray(b * 64 * KiB, (b + 1) * 64 * KiB);
+    const cache = await memCache(source, {
+      blockSize: 64 * KiB,
+      readAhead: 8,
+      readAheadTrigger: 2,
+    });
+    // A run of blocks 3..6 is loading when reads of its good blocks 4 and 6 join it.
+    const run = cache.read(3 * 64 * KiB, 4 * 64 * KiB);
+    const four = cache.read(4 * 64 * KiB, 64 * KiB);
+    const six = cache.read(6 * 64 * KiB, 64 * KiB);
+    open();
+    await expect(run).rejects.toThrow(/chunk corrupt/);
+    expectBytes(await four, block(4), 'block 4, which joined the failing run');
+    expectBytes(await six, block(6), 'block 6, which joined the failing run');
+    // A sequential stream whose read-ahead runs across the damaged block, with every read in
+    // flight at once: all but the damaged block's succeed.
+    const fresh = await memCache(source, {
+      blockSize: 64 * KiB,
+      readAhead: 8,
+      readAheadTrigger: 2,
+    });
+    await fresh.read(0, 64 * KiB);
+    await fresh.read(64 * KiB, 64 * KiB);
+    const reads = [];
+    for (let b = 2; b < 12; b++) reads.push(fresh.read(b * 64 * KiB, 64 * KiB));
+    const got = await Promise.allSettled(reads);
+    got.forEach((r, i) => {
+      const b = i + 2;
+      if (b === 5) expect(r.status, 'the damaged block').toBe('rejected');
+      else if (r.status === 'rejected') throw new Error(`block ${b} failed: ${r.reason}`);
+      else expectBytes(r.value, block(b), `block ${b}`);
+    });
+    await fresh.close();
     await cache.close();
   });
 

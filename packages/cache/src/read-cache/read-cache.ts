@@ -433,19 +433,24 @@ export class ReadCache implements BlockSource {
     out: Uint8Array,
   ): Promise<void> {
     this.#misses += n;
-    const buf = await this.#loadRun(b, n);
+    const blocks = await Promise.all(this.#loadRun(b, n));
     const bs = this.#bs;
-    const lo = Math.max(offset, b * bs);
-    const hi = Math.min(end, b * bs + buf.length);
-    out.set(buf.subarray(lo - b * bs, hi - b * bs), lo - offset);
+    for (let k = 0; k < n; k++) {
+      const at = (b + k) * bs;
+      const lo = Math.max(offset, at);
+      const hi = Math.min(end, at + blocks[k]!.length);
+      out.set(blocks[k]!.subarray(lo - at, hi - at), lo - offset);
+    }
   }
 
   /**
    * Loads blocks `b..b + n - 1` from the source with one read: a source such as a backup chain
    * then fetches and decodes its frames in one request instead of one per block. Each block is
-   * in flight meanwhile (other reads of it wait for this load), then stored behind.
+   * in flight meanwhile (other reads of it wait for this load), then stored behind. When the run's
+   * read fails, each block is loaded alone, so that a damaged block fails only the reads that
+   * need it, never its neighbours in the run. Returns each block's load.
    */
-  #loadRun(b: number, n: number): Promise<Uint8Array> {
+  #loadRun(b: number, n: number): Promise<Uint8Array>[] {
     const bs = this.#bs;
     const start = b * bs;
     const len = Math.min(n * bs, this.size - start);
@@ -457,14 +462,19 @@ export class ReadCache implements BlockSource {
       for (let k = 0; k < n; k++) {
         this.#storeBehind(b + k, buf.subarray(k * bs, Math.min((k + 1) * bs, len)));
       }
-      return buf;
     });
+    const blocks: Promise<Uint8Array>[] = [];
     for (let k = 0; k < n; k++) {
-      void this.#flight
-        .run(b + k, () => whole.then(() => buf.subarray(k * bs, Math.min((k + 1) * bs, len))))
-        .catch(() => {});
+      blocks.push(
+        this.#flight.run(b + k, () =>
+          whole.then(
+            () => buf.subarray(k * bs, Math.min((k + 1) * bs, len)),
+            () => this.#loadBlock(b + k),
+          ),
+        ),
+      );
     }
-    return whole;
+    return blocks;
   }
 
   /** Reads bytes `[inBlock, inBlock + dst.length)` of block `b` into `dst`. */
@@ -689,12 +699,9 @@ export class ReadCache implements BlockSource {
       }
       // Each run of missing blocks is one source read.
       this.#readAheadLoads += n;
-      const p: Promise<void> = this.#loadRun(b, n)
-        .then(
-          () => {},
-          // A failed read-ahead costs nothing: the read that wants the block loads it again.
-          () => {},
-        )
+      // A failed read-ahead costs nothing: the read that wants the block loads it again.
+      const p: Promise<void> = Promise.allSettled(this.#loadRun(b, n))
+        .then(() => {})
         .finally(() => this.#prefetching.delete(p));
       this.#prefetching.add(p);
       b += n;
