@@ -4,6 +4,7 @@ import { type BlockSource, ErrorCode, isIvmrError, MemoryBlockSource } from '@iv
 import { describe, expect, it, vi } from 'vitest';
 import {
   type CacheFileSystem,
+  nodeFileSystem,
   ReadCache,
   type ReadCacheOptions,
   requireRecoverySpace,
@@ -514,5 +515,75 @@ describe('ReadCache under a write overlay', () => {
     await ov.close();
     await cache.close();
     base.expectUntouched();
+  });
+});
+
+describe('ReadCache synchronous reads of hot slots', () => {
+  it('reads slots stored or read lately at once (readNow), others and first hits through the pool', async () => {
+    const dir = await tempDir();
+    const bytes = randomBytesFrom(12, 1 * MiB);
+    const base = new ReadOnlyBase(bytes);
+    const calls = { read: 0, readNow: 0 };
+    // The real file system, counting which read each hit takes.
+    const counting: CacheFileSystem = {
+      ...nodeFileSystem,
+      open: async (path, flags) => {
+        const file = await nodeFileSystem.open(path, flags);
+        return {
+          ...file,
+          read: (into, position) => {
+            calls.read++;
+            return file.read(into, position);
+          },
+          readNow: (into, position) => {
+            calls.readNow++;
+            return file.readNow!(into, position);
+          },
+          write: (data, position) => file.write(data, position),
+          sync: () => file.sync(),
+          truncate: (size) => file.truncate(size),
+          size: () => file.size(),
+          close: () => file.close(),
+        };
+      },
+    };
+    const opts = { path: join(dir, 'c.rcache'), blockSize: 64 * KiB, readAhead: 0, fs: counting };
+    const cache = await ReadCache.open(base, opts);
+    for (let b = 0; b < 4; b++) await cache.read(b * 64 * KiB, 64 * KiB);
+    await cache.settle();
+    calls.read = 0;
+    // Just stored: hits, one block and a run of three, are read at once, with the right bytes.
+    expectBytes(await cache.read(5000, 4096), bytes.subarray(5000, 9096));
+    expectBytes(
+      await cache.read(64 * KiB + 7, 3 * 64 * KiB - 7),
+      bytes.subarray(64 * KiB + 7, 4 * 64 * KiB),
+    );
+    expect(calls).toEqual({ read: 0, readNow: 2 });
+    await cache.close();
+
+    // After a reopen nothing is hot: the first hit of a slot checks it through the pool; the
+    // next one, within the window, is read at once.
+    const again = await ReadCache.open(base, opts);
+    calls.read = 0;
+    calls.readNow = 0;
+    expectBytes(
+      await again.read(2 * 64 * KiB, 100),
+      bytes.subarray(2 * 64 * KiB, 2 * 64 * KiB + 100),
+    );
+    expect(calls).toEqual({ read: 1, readNow: 0 });
+    expectBytes(
+      await again.read(2 * 64 * KiB + 100, 100),
+      bytes.subarray(2 * 64 * KiB + 100, 2 * 64 * KiB + 200),
+    );
+    expect(calls).toEqual({ read: 1, readNow: 1 });
+    await again.close();
+
+    // A window of 0 sends every hit through the pool.
+    const off = await ReadCache.open(base, { ...opts, syncReadWindowMs: 0 });
+    calls.read = 0;
+    calls.readNow = 0;
+    for (let i = 0; i < 3; i++) await off.read(0, 4096);
+    expect(calls).toEqual({ read: 3, readNow: 0 });
+    await off.close();
   });
 });

@@ -12,6 +12,13 @@ export interface CacheFile {
    */
   read(into: Uint8Array, position: number): Promise<number>;
   /**
+   * Optional: the same read, done at once on the calling thread, for bytes the caller has reason
+   * to believe are in memory (the page cache): it skips the thread-pool round trip `read` pays,
+   * but blocks the caller for as long as the system call takes. Layers without it are always
+   * read with `read`.
+   */
+  readNow?(into: Uint8Array, position: number): number;
+  /**
    * Writes all of `data` at `position`, growing the file when needed. A full volume rejects
    * with the `IVMR_NOSPC` error of `noSpaceError`; part of `data` may then have been written.
    * The bytes are durable only after a later `sync()` resolves.

@@ -1,4 +1,4 @@
-import { read as readCallback } from 'node:fs';
+import { read as readCallback, readSync } from 'node:fs';
 import {
   constants,
   type FileHandle,
@@ -65,6 +65,21 @@ class NodeCacheFile implements CacheFile {
       throw fromSystemError(err, `read of ${this.#path}`, { path: this.#path, position });
     } finally {
       if (--this.#reading === 0) this.#drained?.();
+    }
+    return done;
+  }
+
+  readNow(into: Uint8Array, position: number): number {
+    if (this.#closed) throw fromSystemError(badDescriptor(), `read of ${this.#path}`);
+    let done = 0;
+    try {
+      while (done < into.length) {
+        const n = readSync(this.#fh.fd, into, done, into.length - done, position + done);
+        if (n === 0) break;
+        done += n;
+      }
+    } catch (err) {
+      throw fromSystemError(err, `read of ${this.#path}`, { path: this.#path, position });
     }
     return done;
   }

@@ -34,6 +34,13 @@ export interface ReadCacheOptions extends FloorOptions {
   sourceId?: string;
   /** Keep a block that was hit since the ring last passed it for one more round. Default true. */
   secondChance?: boolean;
+  /**
+   * A hit on a slot stored or read within this many milliseconds is read at once on the calling
+   * thread (`CacheFile.readNow`, when the file layer has it): its pages are in the page cache, and
+   * the thread-pool round trip of an asynchronous read is most of a warm hit's cost. 0 sends every
+   * read through the thread pool. Default 30000.
+   */
+  syncReadWindowMs?: number;
   /** Blocks read ahead of a sequential stream; 0 turns read-ahead off. Default 32. */
   readAhead?: number;
   /** Reads in a row that make a stream sequential. Default 2. */
@@ -144,6 +151,9 @@ export class ReadCache implements BlockSource {
   readonly #verified: Uint8Array;
   readonly #ref: Uint8Array;
   readonly #pins: Int32Array;
+  /** When each slot was last stored or read (`performance.now()`), for {@link #isHot}. */
+  readonly #touched: Float64Array;
+  readonly #syncReadWindowMs: number;
   #unpinWaiters: (() => void)[] = [];
   #seq: number;
   #head: number;
@@ -198,6 +208,8 @@ export class ReadCache implements BlockSource {
     this.#verified = new Uint8Array(n);
     this.#ref = new Uint8Array(n);
     this.#pins = new Int32Array(n);
+    this.#touched = new Float64Array(n).fill(Number.NEGATIVE_INFINITY);
+    this.#syncReadWindowMs = options.syncReadWindowMs ?? 30_000;
     this.#seq = 0;
     this.#head = 0;
     this.#fileSlots = 0;
@@ -385,7 +397,12 @@ export class ReadCache implements BlockSource {
     let served = false;
     try {
       const at = this.#dataStart + s * bs + (lo - b * bs);
-      served = (await this.#file.read(out.subarray(lo - offset, hi - offset), at)) === hi - lo;
+      const into = out.subarray(lo - offset, hi - offset);
+      const got = this.#isHot(s, n)
+        ? this.#file.readNow!(into, at)
+        : await this.#file.read(into, at);
+      served = got === hi - lo;
+      if (served) this.#touched.fill(performance.now(), s, s + n);
     } catch {
       // A failing cache file must not fail the read: block by block asks the source instead.
     } finally {
@@ -519,7 +536,11 @@ export class ReadCache implements BlockSource {
   async #readSlot(s: number, inBlock: number, dst: Uint8Array): Promise<boolean> {
     const at = this.#dataStart + s * this.#bs;
     if (this.#verified[s] === 1) {
-      return (await this.#file.read(dst, at + inBlock)) === dst.length;
+      const n = this.#isHot(s, 1)
+        ? this.#file.readNow!(dst, at + inBlock)
+        : await this.#file.read(dst, at + inBlock);
+      this.#touched[s] = performance.now();
+      return n === dst.length;
     }
     // First hit since the file was reopened: check the whole block against its CRC.
     const len = this.#slotLen[s]!;
@@ -528,7 +549,16 @@ export class ReadCache implements BlockSource {
       return false;
     }
     this.#verified[s] = 1;
+    this.#touched[s] = performance.now();
     dst.set(block.subarray(inBlock, inBlock + dst.length));
+    return true;
+  }
+
+  /** True when slots `s..s + n - 1` were all stored or read lately and can be read at once. */
+  #isHot(s: number, n: number): boolean {
+    if (this.#file.readNow === undefined || this.#syncReadWindowMs <= 0) return false;
+    const since = performance.now() - this.#syncReadWindowMs;
+    for (let i = s; i < s + n; i++) if (this.#touched[i]! < since) return false;
     return true;
   }
 
@@ -585,6 +615,7 @@ export class ReadCache implements BlockSource {
       this.#slotCrc[s] = crc;
       this.#verified[s] = 1;
       this.#ref[s] = 0;
+      this.#touched[s] = performance.now();
       this.#index.set(b, s);
       this.#cachedBytes += buf.length;
     } catch (err) {
@@ -677,6 +708,7 @@ export class ReadCache implements BlockSource {
     this.#slotBlock[s] = -1;
     this.#verified[s] = 0;
     this.#ref[s] = 0;
+    this.#touched[s] = Number.NEGATIVE_INFINITY;
   }
 
   #unpin(s: number): void {
