@@ -5,9 +5,12 @@ import { dirname, join } from 'node:path';
 /** Suffix of the temporary files {@link writeDurably} renames into place; never listed. */
 export const TEMPORARY_SUFFIX = '.ivmr-tmp';
 
-/** Makes the creations, renames and removals in folder `dir` durable (fsync of the folder). */
-export async function syncDir(dir: string): Promise<void> {
-  const fh = await open(dir, 'r');
+/**
+ * fsync of a file or folder by path: for a file, its data and attributes (after truncate,
+ * chmod, chown, utimes); for a folder, the creations, renames and removals in it.
+ */
+export async function syncPath(path: string): Promise<void> {
+  const fh = await open(path, 'r');
   try {
     await fh.sync();
   } finally {
@@ -33,7 +36,7 @@ export async function writeDurably(
     await fh.close();
   }
   await rename(tmp, path);
-  await syncDir(dirname(path));
+  await syncPath(dirname(path));
 }
 
 /**

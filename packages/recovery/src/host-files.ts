@@ -22,7 +22,7 @@ import {
   type SetAttributes,
   type StableHow,
 } from '@ivmr/nfs';
-import { syncDir, TEMPORARY_SUFFIX, writeDurably } from './durable.js';
+import { syncPath, TEMPORARY_SUFFIX, writeDurably } from './durable.js';
 
 /** What `host-files.json` records between runs. */
 interface HostFilesState {
@@ -197,8 +197,8 @@ export class HostFiles {
         const fh = await open(path, constants.O_CREAT | constants.O_EXCL | constants.O_RDWR, 0o644);
         await fh.close();
         await utimes(path, hi, lo);
-        await syncFile(path);
-        await syncDir(this.dir);
+        await syncPath(path);
+        await syncPath(this.dir);
       } catch (err) {
         if ((err as { code?: string }).code !== 'EEXIST') throw err;
         const st = await stat(path);
@@ -212,7 +212,7 @@ export class HostFiles {
     await fh.close();
     const ino = await this.lookup(name);
     await this.setattr(ino, attrs);
-    await syncDir(this.dir);
+    await syncPath(this.dir);
     return ino;
   }
 
@@ -220,7 +220,7 @@ export class HostFiles {
     const ino = await this.lookup(name);
     this.#forget(ino);
     await rm(join(this.dir, name));
-    await syncDir(this.dir);
+    await syncPath(this.dir);
   }
 
   /** Renames within the folder, replacing an existing file. */
@@ -228,7 +228,7 @@ export class HostFiles {
     const ino = await this.lookup(from);
     await rename(join(this.dir, from), join(this.dir, to));
     this.#byIno.set(ino, to);
-    await syncDir(this.dir);
+    await syncPath(this.dir);
   }
 
   /** Sets attributes; a size change is durable before it returns (the other attributes too). */
@@ -246,7 +246,7 @@ export class HostFiles {
         v === undefined ? current : v === 'server' ? new Date() : v.seconds + v.nanoseconds / 1e9;
       await utimes(path, t(attrs.atime, st.atime), t(attrs.mtime, st.mtime));
     }
-    if (Object.values(attrs).some((v) => v !== undefined)) await syncFile(path);
+    if (Object.values(attrs).some((v) => v !== undefined)) await syncPath(path);
   }
 
   /**
@@ -306,15 +306,5 @@ export class HostFiles {
     const h = this.#handles.get(ino);
     this.#handles.delete(ino);
     h?.then((fh) => fh.close()).catch(() => {});
-  }
-}
-
-/** fsync of a file by path (after truncate, chmod, chown, utimes). */
-async function syncFile(path: string): Promise<void> {
-  const fh = await open(path, 'r');
-  try {
-    await fh.sync();
-  } finally {
-    await fh.close();
   }
 }

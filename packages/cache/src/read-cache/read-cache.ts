@@ -397,12 +397,8 @@ export class ReadCache implements BlockSource {
     let served = false;
     try {
       const at = this.#dataStart + s * bs + (lo - b * bs);
-      const into = out.subarray(lo - offset, hi - offset);
-      const got = this.#isHot(s, n)
-        ? this.#file.readNow!(into, at)
-        : await this.#file.read(into, at);
-      served = got === hi - lo;
-      if (served) this.#touched.fill(performance.now(), s, s + n);
+      served =
+        (await this.#readSlots(s, n, out.subarray(lo - offset, hi - offset), at)) === hi - lo;
     } catch {
       // A failing cache file must not fail the read: block by block asks the source instead.
     } finally {
@@ -536,11 +532,7 @@ export class ReadCache implements BlockSource {
   async #readSlot(s: number, inBlock: number, dst: Uint8Array): Promise<boolean> {
     const at = this.#dataStart + s * this.#bs;
     if (this.#verified[s] === 1) {
-      const n = this.#isHot(s, 1)
-        ? this.#file.readNow!(dst, at + inBlock)
-        : await this.#file.read(dst, at + inBlock);
-      this.#touched[s] = performance.now();
-      return n === dst.length;
+      return (await this.#readSlots(s, 1, dst, at + inBlock)) === dst.length;
     }
     // First hit since the file was reopened: check the whole block against its CRC.
     const len = this.#slotLen[s]!;
@@ -552,6 +544,16 @@ export class ReadCache implements BlockSource {
     this.#touched[s] = performance.now();
     dst.set(block.subarray(inBlock, inBlock + dst.length));
     return true;
+  }
+
+  /**
+   * Reads `into` at file position `at`, which lies in verified slots `s..s + n - 1`: at once when
+   * they are all hot, else through the thread pool. A full read makes them hot.
+   */
+  async #readSlots(s: number, n: number, into: Uint8Array, at: number): Promise<number> {
+    const got = this.#isHot(s, n) ? this.#file.readNow!(into, at) : await this.#file.read(into, at);
+    if (got === into.length) this.#touched.fill(performance.now(), s, s + n);
+    return got;
   }
 
   /** True when slots `s..s + n - 1` were all stored or read lately and can be read at once. */
