@@ -329,6 +329,91 @@ describe('ReadCache single-flight and read-ahead', () => {
   });
 });
 
+describe('ReadCache prefetch', () => {
+  it('loads the missing blocks of a range in runs, skips cached ones, and later reads hit', async () => {
+    const bytes = randomBytesFrom(21, 2 * MiB);
+    const base = new ReadOnlyBase(bytes);
+    const reads: [number, number][] = [];
+    const source = {
+      size: base.size,
+      read: (o: number, l: number, into?: Uint8Array) => {
+        reads.push([o, l]);
+        return base.read(o, l, into);
+      },
+    };
+    const cache = await memCache(source, { blockSize: 64 * KiB });
+    await cache.read(3 * 64 * KiB, 10); // block 3 is cached before the prefetch
+    reads.length = 0;
+    // Blocks 1..8 (the range starts and ends inside blocks), in runs of at most 3 blocks.
+    const loaded = await cache.prefetch(64 * KiB + 100, 8 * 64 * KiB - 200, { maxRun: 3 });
+    expect(loaded).toBe(7 * 64 * KiB);
+    expect(reads).toEqual([
+      [1 * 64 * KiB, 2 * 64 * KiB],
+      [4 * 64 * KiB, 3 * 64 * KiB],
+      [7 * 64 * KiB, 2 * 64 * KiB],
+    ]);
+    await cache.settle();
+    const before = cache.stats();
+    expect(before.cachedBytes).toBe(8 * 64 * KiB);
+    expectBytes(await cache.read(64 * KiB, 8 * 64 * KiB), bytes.subarray(64 * KiB, 9 * 64 * KiB));
+    expect(reads, 'reads after the prefetch never reach the source').toHaveLength(3);
+    expect(cache.stats().misses).toBe(before.misses);
+    // A second prefetch of the same range loads nothing.
+    expect(await cache.prefetch(64 * KiB, 8 * 64 * KiB)).toBe(0);
+    expect(reads).toHaveLength(3);
+    base.expectUntouched();
+    await cache.close();
+  });
+
+  it('keeps at most `parallel` loads out at once', async () => {
+    const bytes = randomBytesFrom(22, 4 * MiB);
+    const inner = new MemoryBlockSource(bytes);
+    let out = 0;
+    let most = 0;
+    const source = {
+      size: bytes.length,
+      read: async (o: number, l: number, into?: Uint8Array) => {
+        most = Math.max(most, ++out);
+        await new Promise((resolve) => setTimeout(resolve, 2));
+        out--;
+        return inner.read(o, l, into);
+      },
+    };
+    const cache = await memCache(source, { blockSize: 64 * KiB });
+    expect(await cache.prefetch(0, 4 * MiB, { maxRun: 2, parallel: 3 })).toBe(4 * MiB);
+    expect(most).toBe(3);
+    await cache.close();
+  });
+
+  it('a damaged block fails the prefetch after the rest is loaded, and is not cached', async () => {
+    const bytes = randomBytesFrom(23, 1 * MiB);
+    const inner = new MemoryBlockSource(bytes);
+    const bad = 5 * 64 * KiB;
+    const source = {
+      size: bytes.length,
+      read: async (o: number, l: number, into?: Uint8Array) => {
+        if (o < bad + 64 * KiB && o + l > bad) throw new Error('chunk corrupt');
+        return inner.read(o, l, into);
+      },
+    };
+    const cache = await memCache(source, { blockSize: 64 * KiB });
+    await expect(cache.prefetch(0, 1 * MiB)).rejects.toThrow(/chunk corrupt/);
+    await cache.settle();
+    expect(cache.stats().cachedBytes).toBe(15 * 64 * KiB);
+    await expect(cache.read(bad, 10)).rejects.toThrow(/chunk corrupt/);
+    await cache.close();
+  });
+
+  it('refuses ranges past the end, and any range once closed', async () => {
+    const cache = await memCache(new MemoryBlockSource(new Uint8Array(256 * KiB)));
+    await expect(cache.prefetch(200 * KiB, 100 * KiB)).rejects.toMatchObject({
+      code: ErrorCode.RANGE,
+    });
+    await cache.close();
+    await expect(cache.prefetch(0, 10)).rejects.toMatchObject({ code: ErrorCode.CLOSED });
+  });
+});
+
 describe('ReadCache free-space floor', () => {
   it('stops growing at the floor (5% of the volume by default) and wraps around', async () => {
     const fs = new CrashFs(4 * MiB);

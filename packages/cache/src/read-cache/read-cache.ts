@@ -366,6 +366,54 @@ export class ReadCache implements BlockSource {
   }
 
   /**
+   * Loads the blocks of `[offset, offset + length)` that are not cached into the cache without
+   * serving a read: boot prefetch warms the cache in the order a recorded boot read the disk.
+   * Blocks cached, loading or known zero are skipped; each run of missing blocks (at most
+   * `maxRun` blocks) is one source read, and at most `parallel` run out at once. Resolves with
+   * the bytes read from the source once every block is loaded (stores finish behind, see
+   * {@link ReadCache.settle}); rejects with the first block's error after the others settled, so a
+   * damaged block costs only itself.
+   */
+  async prefetch(
+    offset: number,
+    length: number,
+    options: { maxRun?: number; parallel?: number } = {},
+  ): Promise<number> {
+    if (this.#closed || this.#closing) throw closedError('read cache');
+    checkReadRange(this.size, offset, length);
+    if (length === 0) return 0;
+    const maxRun = Math.max(1, options.maxRun ?? 32);
+    const parallel = Math.max(1, options.parallel ?? 4);
+    const bs = this.#bs;
+    const end = Math.floor((offset + length - 1) / bs) + 1;
+    const running = new Set<Promise<void>>();
+    let bytes = 0;
+    let failure: unknown;
+    for (let b = Math.floor(offset / bs); b < end; ) {
+      const n = Math.min(maxRun, this.#missingRun(b, end));
+      if (n === 0) {
+        b++;
+        continue;
+      }
+      if (this.#closed || this.#closing) break;
+      const loads = this.#loadRun(b, n);
+      const p: Promise<void> = Promise.allSettled(loads).then((settled) => {
+        running.delete(p);
+        for (const r of settled) {
+          if (r.status === 'fulfilled') bytes += r.value.length;
+          else failure ??= r.reason;
+        }
+      });
+      running.add(p);
+      b += n;
+      if (running.size >= parallel) await Promise.race(running);
+    }
+    await Promise.all(running);
+    if (failure !== undefined) throw failure;
+    return bytes;
+  }
+
+  /**
    * How many blocks from `b` (up to `last`) sit in consecutive, verified slots, so that one file
    * read serves them all; 0 when `b` itself is not cached that way.
    */
