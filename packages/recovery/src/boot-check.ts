@@ -6,7 +6,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ErrorCode, IvmrError, isIvmrError, type Repository } from '@ivmr/core';
 import { NfsServer, type PortmapMode } from '@ivmr/nfs';
-import { RecoveryService } from './service.js';
+import { type BootProfiles, type PrefetchReport, profileBytes } from './boot-profile.js';
+import { type BootPrefetchMode, RecoveryService } from './service.js';
 
 /** Options of {@link checkBoot}. */
 export interface BootCheckOptions {
@@ -42,6 +43,21 @@ export interface BootCheckOptions {
   readonly minFreeBytes?: number;
   /** Where the sandbox lives (default a new temporary folder, removed afterwards). */
   readonly tmpDir?: string;
+  /**
+   * Boot profiles: a boot that reaches the heartbeat saves the order of its reads from the
+   * backup here (replacing the VM's previous profile), and a VM that has one is prefetched
+   * before power-on (see `prefetch`). The repository itself is never written.
+   */
+  readonly profiles?: BootProfiles;
+  /**
+   * With `profiles`: `wait` (default) loads the VM's profile into the read cache before qemu
+   * starts, `background` starts both at once, `off` boots cold.
+   */
+  readonly prefetch?: BootPrefetchMode;
+  /** With `profiles`: save this boot's profile (default true). */
+  readonly record?: boolean;
+  /** Read cache bytes of the sandbox's disks (default 2 GiB; 0: none, so no prefetch). */
+  readonly readCacheBytes?: number;
 }
 
 /** What {@link checkBoot} found. */
@@ -59,6 +75,10 @@ export interface BootReport {
   readonly bytesFromCache: number;
   /** Bytes the guest wrote (discarded with the sandbox). */
   readonly bytesWritten: number;
+  /** The boot prefetch, when the VM had a profile: ended before qemu started with `wait`. */
+  readonly prefetch?: PrefetchReport;
+  /** The profile this boot recorded, when saved: where, how many ranges and bytes. */
+  readonly profile?: { readonly path: string; readonly reads: number; readonly bytes: number };
   /** Why it did not boot. */
   readonly reason?: string;
   /** Failures the server answered with NFS3ERR_IO (a damaged block names its blob). */
@@ -89,11 +109,16 @@ export async function checkBoot(options: BootCheckOptions): Promise<BootReport> 
       cacheDir,
       floorFraction: 0,
       ...(options.minFreeBytes === undefined ? {} : { minFreeBytes: options.minFreeBytes }),
+      ...(options.readCacheBytes === undefined ? {} : { readCacheBytes: options.readCacheBytes }),
+      ...(options.profiles ? { bootProfiles: options.profiles } : {}),
     });
+    const record = options.profiles !== undefined && options.record !== false;
     const session = await service.start({
       vm: options.vm,
       ...(options.point === undefined ? {} : { point: options.point }),
       mode: 'sandbox',
+      recordReads: record,
+      bootPrefetch: options.prefetch ?? 'wait',
     });
     const disk = session.disks[0];
     if (!disk) throw new IvmrError(ErrorCode.INVALID_ARGUMENT, `${options.vm} has no disk`);
@@ -112,11 +137,23 @@ export async function checkBoot(options: BootCheckOptions): Promise<BootReport> 
         : options.accel === 'kvm' || (await kvmUsable())
           ? 'kvm'
           : 'tcg';
-    let run = await runQemu(options, url, accel);
+    // Reads after the heartbeat are the guest's shutdown: not part of its boot profile.
+    const stopRecording = () => session.bootProfile();
+    let run = await runQemu(options, url, accel, stopRecording);
     if (!run.heartbeat && accel === 'kvm' && options.accel !== 'kvm' && /KVM/i.test(run.output)) {
       accel = 'tcg';
-      run = await runQemu(options, url, accel);
+      run = await runQemu(options, url, accel, stopRecording);
     }
+    let profile: BootReport['profile'];
+    const recorded = session.bootProfile(run.heartbeat ? run.ms : undefined);
+    if (run.heartbeat && record && recorded && options.profiles) {
+      profile = {
+        path: await options.profiles.save(recorded),
+        reads: recorded.reads.length,
+        bytes: profileBytes(recorded.reads),
+      };
+    }
+    const prefetch = session.prefetchStatus();
     const stats = session.stats();
     const sum = (pick: (d: (typeof stats)[number]) => number) =>
       stats.reduce((n, d) => n + pick(d), 0);
@@ -129,6 +166,8 @@ export async function checkBoot(options: BootCheckOptions): Promise<BootReport> 
       bytesFromBackup: sum((d) => d.bytesFromBase),
       bytesFromCache: sum((d) => d.bytesFromCache),
       bytesWritten: session.disks.reduce((n, d) => n + d.overlay.stats().bytesWritten, 0),
+      ...(prefetch ? { prefetch } : {}),
+      ...(profile ? { profile } : {}),
       ...(run.heartbeat ? {} : { reason: whyNot(run, errors, options.timeoutMs ?? 120_000) }),
       errors,
       serial: run.output.slice(-SERIAL_KEEP),
@@ -195,6 +234,7 @@ function runQemu(
   options: BootCheckOptions,
   url: string,
   accel: 'kvm' | 'tcg',
+  onHeartbeat: () => void,
 ): Promise<{
   heartbeat?: string;
   ms: number;
@@ -246,6 +286,7 @@ function runQemu(
         if (!m) continue;
         seen = m[0].trim();
         ms = Math.round(performance.now() - started);
+        onHeartbeat();
         // The guest may power off by itself; give it a moment, then stop qemu.
         setTimeout(() => child.kill('SIGKILL'), 2000).unref();
         break;

@@ -11,6 +11,13 @@
  */
 export { type BootCheckOptions, type BootReport, checkBoot } from './boot-check.js';
 export {
+  type BootProfile,
+  BootProfiles,
+  type BootRead,
+  type PrefetchOptions,
+  type PrefetchReport,
+} from './boot-profile.js';
+export {
   type ControlMethod,
   type ControlServer,
   callControl,
@@ -28,6 +35,7 @@ export {
   type MigrationState,
 } from './migration.js';
 export {
+  type BootPrefetchMode,
   type RecoveryLog,
   RecoveryService,
   type RecoveryServiceOptions,

@@ -1,5 +1,6 @@
 import type { StatFs } from '@ivmr/cache';
 import { ErrorCode, IvmrError, type Repository } from '@ivmr/core';
+import type { BootProfiles, PrefetchReport } from './boot-profile.js';
 import { RecoveryDatastore } from './datastore.js';
 import type { Migration, MigrationFormat, MigrationProgress, MigrationState } from './migration.js';
 import {
@@ -32,7 +33,21 @@ export interface RecoveryServiceOptions {
   /** Volume space (default `fs.statfs`). */
   readonly statfs?: StatFs;
   readonly log?: RecoveryLog;
+  /**
+   * Where boot profiles are kept: a session started for a VM that has one prefetches the blocks
+   * its recorded boot read into the read cache (see {@link BootPrefetchMode}).
+   */
+  readonly bootProfiles?: BootProfiles;
+  /** When a profile exists: how {@link RecoveryService.start} prefetches. Default `background`. */
+  readonly bootPrefetch?: BootPrefetchMode;
 }
+
+/**
+ * How a started session prefetches its VM's boot profile: `background` (start returns at once,
+ * the prefetch runs while the hypervisor registers and powers on the VM), `wait` (start returns
+ * once the blocks are in the read cache) or `off`.
+ */
+export type BootPrefetchMode = 'off' | 'background' | 'wait';
 
 /** What {@link RecoveryService.start} starts. */
 export interface ServiceStartOptions {
@@ -43,6 +58,10 @@ export interface ServiceStartOptions {
   readonly name?: string;
   /** Mode of a new session (default `persistent`). */
   readonly mode?: SessionMode;
+  /** Record the VM's first reads for a boot profile (a new session only; see `bootProfile`). */
+  readonly recordReads?: boolean;
+  /** Overrides the service's {@link RecoveryServiceOptions.bootPrefetch} for this start. */
+  readonly bootPrefetch?: BootPrefetchMode;
 }
 
 /** One line of {@link RecoveryService.list}. */
@@ -64,6 +83,8 @@ export interface SessionInfo {
   readonly clients: readonly { address: string; lastSeen: number }[];
   /** Progress of a running migration, or what the state records of one. */
   readonly migration?: MigrationProgress | MigrationState;
+  /** Figures of the boot prefetch, when one was started. */
+  readonly prefetch?: PrefetchReport;
 }
 
 /** Options of {@link RecoveryService.migrate}. */
@@ -131,53 +152,99 @@ export class RecoveryService {
    * kept in the cache folder by an earlier stop, else a new one (free space is checked first).
    * `IVMR_EXISTS` when a session of that name is of another point.
    */
-  start(options: ServiceStartOptions): Promise<RecoverySession> {
-    return this.#serial(async () => {
-      const name = options.name ?? options.vm;
-      const open = this.#sessions.get(name);
-      const kept = open
-        ? undefined
-        : (await RecoverySession.list(this.#options.cacheDir)).find((s) => s.name === name);
-      const existing = open?.state ?? kept;
-      if (existing) {
-        if (
-          existing.vm !== options.vm ||
-          (options.point !== undefined && !existing.point.startsWith(options.point))
-        ) {
-          throw new IvmrError(
-            ErrorCode.EXISTS,
-            `the cache already has a session ${name} of ${existing.vm}@${existing.point}; stop it before serving ${options.vm}${options.point ? `@${options.point}` : ''}`,
-            { details: { session: name, point: existing.point } },
-          );
-        }
-        if (open) return open;
+  async start(options: ServiceStartOptions): Promise<RecoverySession> {
+    const { session, fresh } = await this.#serial(() => this.#start(options));
+    if (fresh) {
+      const mode = options.bootPrefetch ?? this.#options.bootPrefetch ?? 'background';
+      const prefetch = mode === 'off' ? undefined : await this.#prefetch(session);
+      if (mode === 'wait') await prefetch?.done;
+    }
+    return session;
+  }
+
+  async #start(
+    options: ServiceStartOptions,
+  ): Promise<{ session: RecoverySession; fresh: boolean }> {
+    const name = options.name ?? options.vm;
+    const open = this.#sessions.get(name);
+    const kept = open
+      ? undefined
+      : (await RecoverySession.list(this.#options.cacheDir)).find((s) => s.name === name);
+    const existing = open?.state ?? kept;
+    if (existing) {
+      if (
+        existing.vm !== options.vm ||
+        (options.point !== undefined && !existing.point.startsWith(options.point))
+      ) {
+        throw new IvmrError(
+          ErrorCode.EXISTS,
+          `the cache already has a session ${name} of ${existing.vm}@${existing.point}; stop it before serving ${options.vm}${options.point ? `@${options.point}` : ''}`,
+          { details: { session: name, point: existing.point } },
+        );
       }
-      const { repository, cacheDir } = this.#options;
-      const session = kept
-        ? await RecoverySession.resume(repository, cacheDir, name)
-        : await RecoverySession.start({
-            repository,
-            cacheDir,
-            vm: options.vm,
-            name,
-            ...(options.point === undefined ? {} : { point: options.point }),
-            ...(options.mode === undefined ? {} : { mode: options.mode }),
-            ...this.#spaceOptions(),
-          });
-      this.#sessions.set(name, session);
-      this.datastore.publish(session);
-      this.#options.log?.info(
-        {
-          session: name,
-          vm: session.state.vm,
-          point: session.state.point,
-          mode: session.state.mode,
-        },
-        kept ? 'session resumed' : 'session started',
-      );
-      await this.#resumeMigration(session);
-      return session;
-    });
+      if (open) return { session: open, fresh: false };
+    }
+    const { repository, cacheDir } = this.#options;
+    const session = kept
+      ? await RecoverySession.resume(repository, cacheDir, name)
+      : await RecoverySession.start({
+          repository,
+          cacheDir,
+          vm: options.vm,
+          name,
+          ...(options.point === undefined ? {} : { point: options.point }),
+          ...(options.mode === undefined ? {} : { mode: options.mode }),
+          ...(options.recordReads ? { recordReads: true } : {}),
+          ...this.#spaceOptions(),
+        });
+    this.#sessions.set(name, session);
+    this.datastore.publish(session);
+    this.#options.log?.info(
+      {
+        session: name,
+        vm: session.state.vm,
+        point: session.state.point,
+        mode: session.state.mode,
+      },
+      kept ? 'session resumed' : 'session started',
+    );
+    await this.#resumeMigration(session);
+    return { session, fresh: true };
+  }
+
+  /**
+   * Starts prefetching the VM's boot profile into `session`'s read cache, when the service keeps
+   * profiles and the VM has one; resolves once it runs, with its end (which never rejects).
+   */
+  async #prefetch(
+    session: RecoverySession,
+  ): Promise<{ done: Promise<PrefetchReport> } | undefined> {
+    const profiles = this.#options.bootProfiles;
+    const log = this.#options.log;
+    if (!profiles || session.disks.every((d) => d.readCache === undefined)) return undefined;
+    let profile: Awaited<ReturnType<BootProfiles['load']>>;
+    try {
+      profile = await profiles.load(session.state.repository, session.state.vm);
+    } catch (err) {
+      log?.warn({ session: session.name, err }, 'boot profile not used');
+      return undefined;
+    }
+    if (!profile) return undefined;
+    log?.info(
+      { session: session.name, profilePoint: profile.point, reads: profile.reads.length },
+      'boot prefetch started',
+    );
+    try {
+      const done = session.prefetch(profile).then((report) => {
+        log?.info({ session: session.name, ...report }, 'boot prefetch ended');
+        return report;
+      });
+      return { done };
+    } catch (err) {
+      // Stopped before the prefetch could begin.
+      log?.warn({ session: session.name, err }, 'boot prefetch not started');
+      return undefined;
+    }
   }
 
   /**
@@ -223,6 +290,7 @@ export class RecoveryService {
         cacheBytes: await s.diskUsage(),
         disks: s.stats(),
         clients: this.datastore.clientsOf(s),
+        ...(s.prefetchStatus() ? { prefetch: s.prefetchStatus() } : {}),
         ...(s.migration
           ? { migration: s.migration.progress() }
           : s.state.migration

@@ -21,6 +21,14 @@ import {
   type RestorePointInfo,
 } from '@ivmr/core';
 import { type DescriptorTarget, FlatExtent, synthesizePointFiles } from '@ivmr/vmdk';
+import {
+  type BootProfile,
+  BootRecorder,
+  type PrefetchOptions,
+  type PrefetchReport,
+  prefetchProfile,
+  profileBytes,
+} from './boot-profile.js';
 import { writeDurably } from './durable.js';
 import { HostFiles } from './host-files.js';
 import { MAX_SESSION } from './ids.js';
@@ -75,6 +83,11 @@ export interface StartSessionOptions {
   readonly readCacheBytes?: number;
   /** Volume space (default `fs.statfs`); tests inject a fake. */
   readonly statfs?: StatFs;
+  /**
+   * Record the order in which the VM first reads its backup, for a boot profile
+   * ({@link RecoverySession.bootProfile}). Default false.
+   */
+  readonly recordReads?: boolean;
 }
 
 /** Options of {@link RecoverySession.migrate}. */
@@ -150,8 +163,10 @@ export class RecoverySession {
   readonly disks: readonly SessionDisk[];
   readonly files: HostFiles;
   readonly #opened: RestorePoint;
+  readonly #recorder: BootRecorder | undefined;
   #state: SessionState;
   #migration: Migration | undefined;
+  #prefetch: { report: PrefetchReport; done: Promise<PrefetchReport> } | undefined;
   #closed = false;
 
   private constructor(
@@ -160,7 +175,9 @@ export class RecoverySession {
     opened: RestorePoint,
     disks: SessionDisk[],
     files: HostFiles,
+    recorder: BootRecorder | undefined,
   ) {
+    this.#recorder = recorder;
     this.#state = state;
     this.dir = dir;
     this.point = opened.info;
@@ -261,7 +278,12 @@ export class RecoverySession {
     // The state file is written last: a folder without it is an unfinished start, removed on resume.
     await writeDurably(join(dir, 'session.json'), `${JSON.stringify(state, null, 2)}\n`);
     try {
-      return await RecoverySession.#open(repository, state, dir);
+      return await RecoverySession.#open(
+        repository,
+        state,
+        dir,
+        options.recordReads ? new BootRecorder() : undefined,
+      );
     } catch (err) {
       await rm(dir, { recursive: true, force: true });
       throw err;
@@ -301,6 +323,7 @@ export class RecoverySession {
     repository: Repository,
     state: SessionState,
     dir: string,
+    recorder?: BootRecorder,
   ): Promise<RecoverySession> {
     const opened = await repository.openPoint(state.vm, state.point);
     const disks: SessionDisk[] = [];
@@ -324,7 +347,8 @@ export class RecoverySession {
             : undefined;
         let overlay: WriteOverlay;
         try {
-          overlay = await WriteOverlay.open(readCache ?? base, {
+          const below = readCache ?? base;
+          overlay = await WriteOverlay.open(recorder ? recorder.wrap(i, below) : below, {
             dir: join(dir, 'overlays'),
             name: `disk${i}`,
             mode: OVERLAY_MODE[state.mode],
@@ -352,7 +376,7 @@ export class RecoverySession {
       await opened.close();
       throw err;
     }
-    return new RecoverySession(state, dir, opened, disks, files);
+    return new RecoverySession(state, dir, opened, disks, files, recorder);
   }
 
   /**
@@ -477,6 +501,72 @@ export class RecoverySession {
     return NAME_RE.test(name) ? diskUsage(join(cacheDir, 'sessions', name)) : Promise.resolve(0);
   }
 
+  /**
+   * The boot profile recorded so far: the ranges the VM read from its backup (reads its own
+   * writes answered are not among them), in first-read order. Stops the recording. Undefined when
+   * the session was not started with `recordReads`.
+   */
+  bootProfile(bootMs?: number): BootProfile | undefined {
+    const recorder = this.#recorder;
+    if (!recorder) return undefined;
+    recorder.stop();
+    return {
+      version: 1,
+      repository: this.#state.repository,
+      vm: this.#state.vm,
+      point: this.#state.point,
+      recorded: new Date().toISOString(),
+      granule: recorder.granule,
+      disks: this.disks.map((d) => ({ name: d.name, size: d.overlay.size })),
+      reads: recorder.reads.map((r) => [...r] as const),
+      ...(bootMs === undefined ? {} : { bootMs }),
+    };
+  }
+
+  /**
+   * Loads what `profile` names into the disks' read caches, in the recorded order (see
+   * {@link prefetchProfile}); its figures are in {@link prefetchStatus} meanwhile. A profile of
+   * another point of the same VM is fine: the bytes come from this session's point. Resolves with
+   * the final figures; never rejects. Calling it again while one runs returns that one.
+   */
+  prefetch(profile: BootProfile, options: PrefetchOptions = {}): Promise<PrefetchReport> {
+    this.#checkOpen();
+    if (this.#prefetch?.report.state === 'running') return this.#prefetch.done;
+    const entry = {
+      report: {
+        state: 'running',
+        profilePoint: profile.point,
+        profileBytes: profileBytes(profile.reads),
+        bytesLoaded: 0,
+        bytesSkipped: 0,
+        failures: 0,
+        ms: 0,
+      } as PrefetchReport,
+      done: undefined as unknown as Promise<PrefetchReport>,
+    };
+    entry.done = prefetchProfile(
+      profile,
+      this.disks.map((d) => ({ name: d.name, size: d.overlay.size, readCache: d.readCache })),
+      {
+        ...options,
+        onProgress: (r) => {
+          entry.report = r;
+          options.onProgress?.(r);
+        },
+      },
+    ).then((r) => {
+      entry.report = r;
+      return r;
+    });
+    this.#prefetch = entry;
+    return entry.done;
+  }
+
+  /** Figures of the boot prefetch, when one was started. */
+  prefetchStatus(): PrefetchReport | undefined {
+    return this.#prefetch?.report;
+  }
+
   /** The running migration, if any. */
   get migration(): Migration | undefined {
     return this.#migration;
@@ -578,6 +668,7 @@ export class RecoverySession {
     this.#closed = true;
     let failure: unknown;
     await this.#migration?.stop();
+    const prefetching = this.#prefetch?.done;
     for (const d of this.disks) {
       await d.overlay.close().catch((err: unknown) => {
         failure ??= err;
@@ -586,6 +677,8 @@ export class RecoverySession {
         failure ??= err;
       });
     }
+    // Closed read caches stop the prefetch; its loads in flight end before the point closes.
+    await prefetching;
     await this.files.close();
     await this.#opened.close();
     if (this.state.mode === 'sandbox') await rm(this.dir, { recursive: true, force: true });
