@@ -1,4 +1,4 @@
-import { chmod, copyFile, cp } from 'node:fs/promises';
+import { chmod, copyFile, cp, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -10,7 +10,7 @@ import {
   runOk,
   tempDir,
 } from '../../nfs/test/real-clients/harness.js';
-import { checkBuilt, hashTree, ivmr } from './helpers.js';
+import { checkBuilt, exited, hashTree, ivmr, logLines, serveArgs, startServe } from './helpers.js';
 import { corruptBlock, type PointJson } from './repository-files.js';
 
 // `ivmr verify --boot` boots the test VM of scripts/test-vm (a real BIOS, syslinux, Linux and
@@ -26,6 +26,15 @@ interface BootReport {
   readonly timeToHeartbeatMs?: number;
   readonly bytesFromBackup: number;
   readonly bytesWritten: number;
+  readonly prefetch?: {
+    state: string;
+    profilePoint: string;
+    profileBytes: number;
+    bytesLoaded: number;
+    failures: number;
+    firstError?: string;
+  };
+  readonly profile?: { path: string; reads: number; bytes: number };
   readonly reason?: string;
   readonly errors: { code: string; message: string }[];
   readonly serial: string;
@@ -44,6 +53,7 @@ describe('ivmr verify --boot', () => {
   let release111: (() => Promise<void>) | undefined;
   let tools: ReturnType<typeof requireTools>;
   let repo: string;
+  let profiles: string;
   const points: { point: PointJson; expected: { sha: string; boots: number } }[] = [];
 
   beforeAll(async () => {
@@ -56,6 +66,7 @@ describe('ivmr verify --boot', () => {
     await copyFile(image, disk);
     await chmod(disk, 0o644);
     repo = join(tmp.path, 'repo');
+    profiles = join(tmp.path, 'profiles');
     const backup = async () => {
       const b = await ivmr(['backup', disk, '--repo', repo, '--vm', 'tvm', '--json']);
       expect(b.code, b.stderr).toBe(0);
@@ -99,7 +110,7 @@ describe('ivmr verify --boot', () => {
 
   it('boots every point of a chain from backup, each with the data of that point', async () => {
     const before = await hashTree(repo);
-    for (const { point, expected } of points) {
+    for (const [i, { point, expected }] of points.entries()) {
       const r = await ivmr([
         'verify',
         '--boot',
@@ -111,6 +122,8 @@ describe('ivmr verify --boot', () => {
         '64M',
         '--timeout',
         '90',
+        '--boot-profiles',
+        profiles,
         '--json',
       ]);
       expect(r.code, r.stderr + r.stdout).toBe(0);
@@ -125,10 +138,58 @@ describe('ivmr verify --boot', () => {
       expect(report.bytesFromBackup).toBeGreaterThan(1024 * 1024);
       expect(report.bytesWritten).toBeGreaterThan(0);
       expect(report.errors).toEqual([]);
+      // Each boot that reached the heartbeat saved the VM's boot profile: the kernel and the
+      // initramfs (15 MB) at least, in ranges of 64 KiB granules.
+      expect(report.profile?.bytes).toBeGreaterThan(15 * 1024 * 1024);
+      expect(report.profile!.bytes % 65536).toBe(0);
+      const saved = JSON.parse(await readFile(report.profile!.path, 'utf8'));
+      expect(saved).toMatchObject({ vm: 'tvm', point: point.id });
+      expect(saved.reads).toHaveLength(report.profile!.reads);
+      if (i === 0) {
+        // The first verified boot had no profile to prefetch.
+        expect(report.prefetch).toBeUndefined();
+      } else {
+        // Later boots prefetch the profile of the boot before, of another point: the guest
+        // still sees this point's data (the heartbeat above), as prefetch only warms the cache.
+        expect(report.prefetch).toMatchObject({
+          state: 'done',
+          profilePoint: points[i - 1]!.point.id,
+          failures: 0,
+        });
+        expect(report.prefetch!.bytesLoaded).toBeGreaterThan(15 * 1024 * 1024);
+      }
     }
     // Sandbox: the guest's writes went nowhere near the repository.
     expect(await hashTree(repo)).toBe(before);
   }, 300_000);
+
+  it('serve prefetches a VM that has a boot profile before it says ready', async () => {
+    const cache = join(tmp.path, 'serve-cache');
+    const s = await startServe([
+      ...serveArgs(repo, cache, ['tvm'], 'off'),
+      '--boot-profiles',
+      profiles,
+      '--boot-prefetch',
+      'wait',
+    ]);
+    try {
+      const r = await ivmr(['sessions', '--cache', cache, '--json']);
+      expect(r.code, r.stderr).toBe(0);
+      const [session] = (
+        JSON.parse(r.stdout) as { sessions: { prefetch?: BootReport['prefetch'] }[] }
+      ).sessions;
+      expect(session?.prefetch).toMatchObject({ state: 'done', failures: 0 });
+      expect(session!.prefetch!.bytesLoaded).toBeGreaterThan(15 * 1024 * 1024);
+      const text = await ivmr(['sessions', '--cache', cache]);
+      expect(text.stdout).toMatch(/done \d+(\.\d+)? MiB\/\d+(\.\d+)? MiB/);
+    } finally {
+      s.child.kill('SIGTERM');
+      await exited(s.child);
+    }
+    expect(logLines(s.stderr()).map((l) => l.msg)).toEqual(
+      expect.arrayContaining(['boot prefetch started', 'boot prefetch ended']),
+    );
+  }, 120_000);
 
   it('a point with a corrupt blob in the kernel fails with a report naming the blob', async () => {
     const damaged = join(tmp.path, 'damaged');
@@ -148,11 +209,17 @@ describe('ivmr verify --boot', () => {
       '64M',
       '--timeout',
       '20',
+      '--boot-profiles',
+      profiles,
       '--json',
     ]);
     expect(r.code).toBe(3);
     const report = JSON.parse(r.stdout) as BootReport;
     expect(report.booted).toBe(false);
+    // The prefetch of the VM's profile met the damaged block, and a failed boot saves no profile.
+    expect(report.prefetch?.failures).toBeGreaterThan(0);
+    expect(report.prefetch?.firstError).toContain(blob);
+    expect(report.profile).toBeUndefined();
     expect(report.heartbeat).toBeUndefined();
     expect(report.errors.length).toBeGreaterThan(0);
     expect(report.errors[0]!.code).toBe('IVMR_CHUNK_CORRUPT');

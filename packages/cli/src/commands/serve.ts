@@ -20,6 +20,7 @@ import {
 } from '@ivmr/recovery';
 import { type Command, InvalidArgumentError, Option } from 'commander';
 import pino from 'pino';
+import { addBootProfilesOptions, bootProfilesOf } from '../boot-profiles.js';
 import { type CliIo, writeLine } from '../io.js';
 import { createServeMetrics, serveMetrics } from '../metrics.js';
 import { collect, parseByteSize, wholeNumber } from '../parse.js';
@@ -44,11 +45,14 @@ export interface ServeFlags {
   readonly metricsPort?: number;
   readonly logLevel: string;
   readonly json?: boolean;
+  /** A folder, or false after `--no-boot-profiles`. */
+  readonly bootProfiles?: string | boolean;
+  readonly bootPrefetch: 'background' | 'wait' | 'off';
 }
 
 /** Declares `ivmr serve`. */
 export function defineServe(program: Command): Command {
-  return program
+  const command = program
     .command('serve')
     .summary('serve restore points as an NFS datastore (instant recovery)')
     .description(
@@ -108,7 +112,18 @@ export function defineServe(program: Command): Command {
         .choices(['debug', 'info', 'warn', 'error', 'silent'])
         .default('info'),
     )
-    .option('--json', 'print the readiness line as JSON');
+    .addOption(
+      new Option(
+        '--boot-prefetch <mode>',
+        'when a started VM has a boot profile: load its boot blocks into the read cache while serving (background), before the readiness line (wait), or not (off)',
+      )
+        .choices(['background', 'wait', 'off'])
+        .default('background'),
+    );
+  return addBootProfilesOptions(
+    command,
+    'folder of boot profiles that `ivmr verify --boot` records',
+  ).option('--json', 'print the readiness line as JSON');
 }
 
 function parsePercent(text: string): number {
@@ -133,6 +148,7 @@ export async function runServe(
     { level: flags.logLevel, base: { pid: process.pid } },
     pino.destination({ fd: 2, sync: true }),
   );
+  const profiles = bootProfilesOf(flags.bootProfiles);
   const repository = await openLocalRepository(flags.repo);
   let service: RecoveryService | undefined;
   let control: ControlServer | undefined;
@@ -154,6 +170,7 @@ export async function runServe(
       floorFraction: (flags.cacheFloor ?? 5) / 100,
       ...(flags.minFree === undefined ? {} : { minFreeBytes: flags.minFree }),
       ...(flags.readCache === undefined ? {} : { readCacheBytes: flags.readCache }),
+      ...(profiles ? { bootProfiles: profiles, bootPrefetch: flags.bootPrefetch } : {}),
       log: log as RecoveryLog,
     });
     before = new Set((await RecoverySession.list(flags.cache)).map((s) => s.name));

@@ -67,7 +67,7 @@ export async function runSessions(flags: SessionsFlags, io: CliIo): Promise<numb
     return 0;
   }
   const rows = [
-    ['NAME', 'VM', 'POINT', 'MODE', 'STATUS', 'DIRTY', 'CACHE', 'CLIENTS', 'MIGRATION'],
+    ['NAME', 'VM', 'POINT', 'MODE', 'STATUS', 'DIRTY', 'CACHE', 'CLIENTS', 'PREFETCH', 'MIGRATION'],
   ];
   for (const s of sessions) {
     rows.push([
@@ -79,6 +79,9 @@ export async function runSessions(flags: SessionsFlags, io: CliIo): Promise<numb
       s.dirtyBytes === null || Number.isNaN(s.dirtyBytes) ? '-' : formatBytes(s.dirtyBytes),
       formatBytes(s.cacheBytes),
       s.clients.length === 0 ? '-' : s.clients.map((c) => c.address).join(','),
+      s.prefetch
+        ? `${s.prefetch.state} ${formatBytes(s.prefetch.bytesLoaded)}/${formatBytes(s.prefetch.profileBytes)}`
+        : '-',
       describeMigration(s.migration),
     ]);
   }

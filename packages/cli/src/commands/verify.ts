@@ -1,6 +1,7 @@
 import { openLocalRepository, type VerifyReport } from '@ivmr/core';
 import { type BootReport, checkBoot } from '@ivmr/recovery';
 import { type Command, Option } from 'commander';
+import { addBootProfilesOptions, bootProfilesOf } from '../boot-profiles.js';
 import { formatBytes, formatRange } from '../format.js';
 import { type CliIo, ExitCode, usageError, writeJson, writeLine } from '../io.js';
 import { parseByteSize, wholeNumber } from '../parse.js';
@@ -19,11 +20,14 @@ export interface VerifyFlags {
   readonly bus: 'virtio' | 'ide';
   readonly qemu: string;
   readonly minFree?: number;
+  /** A folder, or false after `--no-boot-profiles`. */
+  readonly bootProfiles?: string | boolean;
+  readonly prefetch: 'wait' | 'background' | 'off';
 }
 
 /** Declares `ivmr verify`. */
 export function defineVerify(program: Command): Command {
-  return program
+  const command = program
     .command('verify')
     .summary('re-read and check every stored block, or boot a point (--boot)')
     .description(
@@ -60,7 +64,18 @@ export function defineVerify(program: Command): Command {
       'with --boot: free space the sandbox needs (default max(20G, 15% of the disks))',
       parseByteSize,
     )
-    .option('--json', 'print the verify report as JSON');
+    .addOption(
+      new Option(
+        '--prefetch <mode>',
+        "with --boot: load the VM's boot profile into the read cache before power-on (wait), while booting (background), or boot cold (off)",
+      )
+        .choices(['wait', 'background', 'off'])
+        .default('wait'),
+    );
+  return addBootProfilesOptions(
+    command,
+    'with --boot: folder of boot profiles; a boot that reaches the heartbeat saves its profile there',
+  ).option('--json', 'print the verify report as JSON');
 }
 
 /** Runs `ivmr verify`; returns 0 when all is well, 3 when something is damaged or missing. */
@@ -140,6 +155,7 @@ async function runBootCheck(flags: VerifyFlags, io: CliIo): Promise<number> {
   if (flags.vm === undefined) throw usageError('--boot needs --vm');
   const [vm, at] = flags.vm.split('@') as [string, string | undefined];
   const point = flags.point ?? at;
+  const profiles = bootProfilesOf(flags.bootProfiles);
   const repository = await openLocalRepository(flags.repo);
   let report: BootReport;
   try {
@@ -152,13 +168,27 @@ async function runBootCheck(flags: VerifyFlags, io: CliIo): Promise<number> {
       bus: flags.bus,
       qemu: flags.qemu,
       ...(flags.minFree === undefined ? {} : { minFreeBytes: flags.minFree }),
+      ...(profiles ? { profiles, prefetch: flags.prefetch } : {}),
     });
   } finally {
     await repository.close();
   }
   if (flags.json) writeJson(io.stdout, report);
   else {
-    const figures = `read ${formatBytes(report.bytesFromBackup)} from the backup, ${formatBytes(report.bytesFromCache)} from the cache; ${formatBytes(report.bytesWritten)} written (discarded)`;
+    const p = report.prefetch;
+    const figures = [
+      `read ${formatBytes(report.bytesFromBackup)} from the backup, ${formatBytes(report.bytesFromCache)} from the cache; ${formatBytes(report.bytesWritten)} written (discarded)`,
+      ...(p
+        ? [
+            `boot prefetch (${p.state}): ${formatBytes(p.bytesLoaded)} of ${formatBytes(p.profileBytes)} in ${(p.ms / 1000).toFixed(1)} s, profile of ${p.profilePoint}${p.failures ? `; ${p.failures} range(s) failed: ${p.firstError}` : ''}`,
+          ]
+        : []),
+      ...(report.profile
+        ? [
+            `boot profile saved: ${report.profile.reads} range(s), ${formatBytes(report.profile.bytes)}, ${report.profile.path}`,
+          ]
+        : []),
+    ].join('\n');
     writeLine(
       io.stdout,
       report.booted
