@@ -19,6 +19,7 @@ export const BENCHMARKS = [
   { id: 'serve', script: 'serve/run.mjs', results: 'serve.json' },
   { id: 'serve-micro', script: 'serve/micro.mjs', results: 'serve-micro.json' },
   { id: 'serve-first-byte', script: 'serve/first-byte.mjs', results: 'serve-first-byte.json' },
+  { id: 'boot', script: 'boot/run.mjs', results: 'boot.json' },
 ];
 
 const here = fileURLToPath(new URL('.', import.meta.url));

@@ -9,12 +9,8 @@ import { NfsServer, type PortmapMode } from '@ivmr/nfs';
 import { type BootProfiles, type PrefetchReport, profileBytes } from './boot-profile.js';
 import { type BootPrefetchMode, RecoveryService } from './service.js';
 
-/** Options of {@link checkBoot}. */
-export interface BootCheckOptions {
-  readonly repository: Repository;
-  readonly vm: string;
-  /** Restore point id or unique prefix; default the newest. */
-  readonly point?: string;
+/** How {@link bootQemu} (and {@link checkBoot}) run qemu. */
+export interface QemuBootOptions {
   /** How long to wait for the heartbeat; default 120 s. */
   readonly timeoutMs?: number;
   /**
@@ -24,15 +20,23 @@ export interface BootCheckOptions {
   readonly heartbeat?: RegExp;
   /** The qemu binary; default `qemu-system-x86_64`. */
   readonly qemu?: string;
+  /** Guest memory; default 256 MiB. */
+  readonly memoryMiB?: number;
+  /** How the disk is attached: `virtio` (default) or `ide`. */
+  readonly bus?: 'virtio' | 'ide';
+}
+
+/** Options of {@link checkBoot}. */
+export interface BootCheckOptions extends QemuBootOptions {
+  readonly repository: Repository;
+  readonly vm: string;
+  /** Restore point id or unique prefix; default the newest. */
+  readonly point?: string;
   /**
    * `kvm`, `tcg`, or `auto` (default): KVM when /dev/kvm is usable, falling back to TCG when
    * the KVM run fails with a KVM error (some hosts start KVM guests that then stop).
    */
   readonly accel?: 'auto' | 'kvm' | 'tcg';
-  /** Guest memory; default 256 MiB. */
-  readonly memoryMiB?: number;
-  /** How the disk is attached: `virtio` (default) or `ide`. */
-  readonly bus?: 'virtio' | 'ide';
   /**
    * How qemu finds the server: qemu's nfs:// driver asks a portmapper on port 111, so the
    * default `auto` runs an embedded one there when it can bind it, else registers with the
@@ -139,10 +143,11 @@ export async function checkBoot(options: BootCheckOptions): Promise<BootReport> 
           : 'tcg';
     // Reads after the heartbeat are the guest's shutdown: not part of its boot profile.
     const stopRecording = () => session.bootProfile();
-    let run = await runQemu(options, url, accel, stopRecording);
+    const qemu = { ...options, onHeartbeat: stopRecording };
+    let run = await bootQemu(url, accel, qemu);
     if (!run.heartbeat && accel === 'kvm' && options.accel !== 'kvm' && /KVM/i.test(run.output)) {
       accel = 'tcg';
-      run = await runQemu(options, url, accel, stopRecording);
+      run = await bootQemu(url, accel, qemu);
     }
     let profile: BootReport['profile'];
     const recorded = session.bootProfile(run.heartbeat ? run.ms : undefined);
@@ -229,19 +234,31 @@ async function kvmUsable(): Promise<boolean> {
   }
 }
 
-/** Boots the disk once; resolves at the heartbeat (qemu is then killed), exit or timeout. */
-function runQemu(
-  options: BootCheckOptions,
-  url: string,
+/** What one {@link bootQemu} run saw. */
+export interface QemuBootRun {
+  /** The heartbeat line, when seen. */
+  readonly heartbeat?: string;
+  /** From qemu's start to the heartbeat (0 without one). */
+  readonly ms: number;
+  /** qemu's exit code (null when it was killed: after the heartbeat, or at the timeout). */
+  readonly exitCode: number | null;
+  readonly timedOut: boolean;
+  /** The serial console and qemu's own messages (the tail, of at least 128 KiB when longer). */
+  readonly output: string;
+}
+
+/**
+ * Boots a raw disk image (a file or a `nfs://` URL qemu's nfs driver reads) once with qemu, its
+ * serial console on stdio, and resolves at the heartbeat (qemu is killed 2 s later, when the
+ * guest has not powered off by itself), at qemu's exit, or at the timeout. The same qemu command
+ * line as {@link checkBoot}, so boots from other sources compare with its figures.
+ * `IVMR_NOT_FOUND` when qemu cannot be run.
+ */
+export function bootQemu(
+  drive: string,
   accel: 'kvm' | 'tcg',
-  onHeartbeat: () => void,
-): Promise<{
-  heartbeat?: string;
-  ms: number;
-  exitCode: number | null;
-  timedOut: boolean;
-  output: string;
-}> {
+  options: QemuBootOptions & { onHeartbeat?: () => void } = {},
+): Promise<QemuBootRun> {
   const heartbeat = options.heartbeat ?? DEFAULT_HEARTBEAT;
   const timeoutMs = options.timeoutMs ?? 120_000;
   const bus = options.bus ?? 'virtio';
@@ -260,7 +277,8 @@ function runQemu(
     'none',
     '-no-reboot',
     '-drive',
-    `file=${url},format=raw,if=${bus},cache=writeback`,
+    // qemu's option syntax escapes a comma in a value by doubling it.
+    `file=${drive.replaceAll(',', ',,')},format=raw,if=${bus},cache=writeback`,
   ];
   return new Promise((resolve, reject) => {
     const started = performance.now();
@@ -286,7 +304,7 @@ function runQemu(
         if (!m) continue;
         seen = m[0].trim();
         ms = Math.round(performance.now() - started);
-        onHeartbeat();
+        options.onHeartbeat?.();
         // The guest may power off by itself; give it a moment, then stop qemu.
         setTimeout(() => child.kill('SIGKILL'), 2000).unref();
         break;

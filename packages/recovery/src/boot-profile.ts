@@ -30,7 +30,7 @@ export interface BootProfile {
   readonly bootMs?: number;
 }
 
-/** Figures of a {@link prefetchProfile} run, live while it runs. */
+/** Figures of a boot prefetch (`RecoverySession.prefetch`), live while it runs. */
 export interface PrefetchReport {
   /** `running`, `done`, `stopped` (the session closed) or `failed` (no block could be loaded). */
   readonly state: 'running' | 'done' | 'stopped' | 'failed';
@@ -225,7 +225,7 @@ export interface PrefetchTarget {
   readonly readCache: ReadCache | undefined;
 }
 
-/** Options of {@link prefetchProfile}. */
+/** Options of a boot prefetch (`RecoverySession.prefetch`). */
 export interface PrefetchOptions {
   /** Ranges loading at once (each at most `chunk` bytes); default 8. */
   readonly parallel?: number;

@@ -9,7 +9,14 @@
  *
  * @packageDocumentation
  */
-export { type BootCheckOptions, type BootReport, checkBoot } from './boot-check.js';
+export {
+  type BootCheckOptions,
+  type BootReport,
+  bootQemu,
+  checkBoot,
+  type QemuBootOptions,
+  type QemuBootRun,
+} from './boot-check.js';
 export {
   type BootProfile,
   BootProfiles,

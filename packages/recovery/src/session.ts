@@ -524,8 +524,9 @@ export class RecoverySession {
   }
 
   /**
-   * Loads what `profile` names into the disks' read caches, in the recorded order (see
-   * {@link prefetchProfile}); its figures are in {@link prefetchStatus} meanwhile. A profile of
+   * Loads what `profile` names into the disks' read caches, in the recorded order, matching disks
+   * by name, a few loads at a time, at most half of each read cache (see {@link PrefetchOptions});
+   * a damaged block is counted and skipped. Its figures are in {@link prefetchStatus} meanwhile. A profile of
    * another point of the same VM is fine: the bytes come from this session's point. Resolves with
    * the final figures; never rejects. Calling it again while one runs returns that one.
    */

@@ -1,0 +1,82 @@
+/**
+ * One boot of the boot benchmark, run by boot/run.mjs inside a network namespace, so that qemu's
+ * nfs:// driver finds its server through a portmapper on port 111 there. Its only argument is a
+ * JSON spec; it prints one JSON line with what the boot saw.
+ *
+ * - `{ kind: 'qemu', drive, accel, timeoutMs }`: boots a raw image (a file, or an `nfs://` URL of
+ *   nfs-ganesha's export) with `bootQemu`, the qemu command line `checkBoot` uses.
+ * - `{ kind: 'ivmr', repo, vm, latencyMs, prefetch, profiles, record, accel, timeoutMs, tmpDir }`:
+ *   `checkBoot` of the VM's newest point: a sandbox session served through ivmr's NFS datastore
+ *   (embedded portmapper on 111), its read cache empty. With `latencyMs`, every object GET of the
+ *   repository waits that long first, like an object store's first-byte latency.
+ */
+import { fileURLToPath } from 'node:url';
+
+const dist = (pkg) =>
+  fileURLToPath(new URL(`../../packages/${pkg}/dist/index.js`, import.meta.url));
+const { LocalStore, Repository } = await import(dist('core'));
+const { BootProfiles, bootQemu, checkBoot } = await import(dist('recovery'));
+
+const spec = JSON.parse(process.argv[2] ?? '{}');
+
+/**
+ * A store adapter that delays every `get` and `has` by `ms`: the latency of a remote object
+ * store, without its bandwidth limit.
+ * @param {any} store
+ * @param {number} ms
+ */
+function delayed(store, ms) {
+  const wait = () => new Promise((resolve) => setTimeout(resolve, ms));
+  return {
+    get: async (...args) => {
+      await wait();
+      return store.get(...args);
+    },
+    has: async (...args) => {
+      await wait();
+      return store.has(...args);
+    },
+    put: (...args) => store.put(...args),
+    list: (...args) => store.list(...args),
+    delete: (...args) => store.delete(...args),
+    close: () => store.close(),
+  };
+}
+
+if (spec.kind === 'qemu') {
+  const run = await bootQemu(spec.drive, spec.accel, { timeoutMs: spec.timeoutMs });
+  const { output, ...rest } = run;
+  console.log(
+    JSON.stringify({ ...rest, ...(run.heartbeat ? {} : { output: output.slice(-4000) }) }),
+  );
+} else if (spec.kind === 'ivmr') {
+  const local = await LocalStore.open(spec.repo);
+  const store = spec.latencyMs > 0 ? delayed(local, spec.latencyMs) : local;
+  const repository = await Repository.open(store);
+  try {
+    const report = await checkBoot({
+      repository,
+      vm: spec.vm,
+      accel: spec.accel,
+      timeoutMs: spec.timeoutMs,
+      portmap: 'embedded',
+      minFreeBytes: 0,
+      tmpDir: spec.tmpDir,
+      ...(spec.profiles
+        ? {
+            profiles: new BootProfiles(spec.profiles),
+            prefetch: spec.prefetch,
+            record: spec.record === true,
+          }
+        : {}),
+    });
+    const { serial, ...rest } = report;
+    console.log(
+      JSON.stringify({ ...rest, ...(report.booted ? {} : { serial: serial.slice(-4000) }) }),
+    );
+  } finally {
+    await repository.close();
+  }
+} else {
+  throw new Error(`unknown boot kind ${spec.kind}`);
+}
