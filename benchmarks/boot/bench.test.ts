@@ -46,6 +46,8 @@ describe('boot benchmark', () => {
         // ok: the heartbeat carried the checksum of the image's files.
         expect(x.ok, `${x.variant}: ${x.error}`).toBe(true);
         expect(x.ms).toBeGreaterThan(0);
+        expect(x.beforeKernelMs, x.variant).toBeGreaterThan(0);
+        expect(x.beforeKernelMs, x.variant).toBeLessThan(x.ms);
         if (x.variant.includes('prefetch')) {
           expect(x.prefetchState, x.variant).toBe('done');
           expect(x.prefetchBytes, x.variant).toBeGreaterThan(15 * 1024 * 1024);

@@ -20,6 +20,18 @@ const { BootProfiles, bootQemu, checkBoot } = await import(dist('recovery'));
 const spec = JSON.parse(process.argv[2] ?? '{}');
 
 /**
+ * The guest kernel's uptime when it powered off (its `[ seconds] reboot: Power down` line), in
+ * ms: the time to the heartbeat minus this is what passed before the kernel ran (firmware and
+ * bootloader reading the kernel and initramfs from the disk), the part of a boot the storage
+ * path decides. Undefined when the line is missing.
+ * @param {string} text the serial console
+ */
+function kernelMs(text) {
+  const m = /\[\s*(\d+\.\d+)\]\s*reboot:/.exec(text);
+  return m ? Math.round(Number(m[1]) * 1000) : undefined;
+}
+
+/**
  * A store adapter that delays every `get` and `has` by `ms`: the latency of a remote object
  * store, without its bandwidth limit.
  * @param {any} store
@@ -47,7 +59,11 @@ if (spec.kind === 'qemu') {
   const run = await bootQemu(spec.drive, spec.accel, { timeoutMs: spec.timeoutMs });
   const { output, ...rest } = run;
   console.log(
-    JSON.stringify({ ...rest, ...(run.heartbeat ? {} : { output: output.slice(-4000) }) }),
+    JSON.stringify({
+      ...rest,
+      kernelMs: kernelMs(output),
+      ...(run.heartbeat ? {} : { output: output.slice(-4000) }),
+    }),
   );
 } else if (spec.kind === 'ivmr') {
   const local = await LocalStore.open(spec.repo);
@@ -72,7 +88,11 @@ if (spec.kind === 'qemu') {
     });
     const { serial, ...rest } = report;
     console.log(
-      JSON.stringify({ ...rest, ...(report.booted ? {} : { serial: serial.slice(-4000) }) }),
+      JSON.stringify({
+        ...rest,
+        kernelMs: kernelMs(serial),
+        ...(report.booted ? {} : { serial: serial.slice(-4000) }),
+      }),
     );
   } finally {
     await repository.close();

@@ -254,6 +254,8 @@ async function main() {
       round,
       ok,
       ms: heartbeat ? ms : null,
+      // Before the guest kernel ran: firmware and bootloader reading kernel and initramfs.
+      beforeKernelMs: heartbeat && r.kernelMs !== undefined ? ms - r.kernelMs : null,
       heartbeat,
       ...(r.prefetch
         ? {
@@ -302,6 +304,10 @@ async function main() {
       ...s,
       vsRaw: raw.medianMs && s.medianMs ? s.medianMs / raw.medianMs : null,
       vsGanesha: ganesha.medianMs && s.medianMs ? s.medianMs / ganesha.medianMs : null,
+      beforeKernelVsGanesha:
+        ganesha.beforeKernelMedianMs && s.beforeKernelMedianMs
+          ? s.beforeKernelMedianMs / ganesha.beforeKernelMedianMs
+          : null,
     });
   }
   await mkdir(opts.out, { recursive: true });
@@ -320,6 +326,7 @@ async function main() {
 function summarize(variant) {
   const runs = results.runs.filter((r) => r.variant === variant && r.ok);
   const ms = runs.map((r) => r.ms);
+  const before = runs.filter((r) => r.beforeKernelMs !== null).map((r) => r.beforeKernelMs);
   const pre = runs.filter((r) => r.prefetchMs !== undefined).map((r) => r.prefetchMs);
   const bytes = runs.filter((r) => r.bytesFromBackup !== undefined).map((r) => r.bytesFromBackup);
   return {
@@ -327,6 +334,8 @@ function summarize(variant) {
     medianMs: ms.length ? median(ms) : null,
     minMs: ms.length ? Math.min(...ms) : null,
     maxMs: ms.length ? Math.max(...ms) : null,
+    beforeKernelMedianMs: before.length ? median(before) : null,
+    beforeKernelMinMs: before.length ? Math.min(...before) : null,
     prefetchMedianMs: pre.length ? median(pre) : null,
     bytesFromBackup: bytes.length ? median(bytes) : null,
   };
@@ -341,14 +350,14 @@ function markdown(r) {
     `\`${r.command}\` on ${r.date.slice(0, 10)}: ${r.cpu.count} × ${r.cpu.model}, qemu ${r.options.accel}, ${r.options.rounds} round(s); remote store: every GET waits ${r.options.latencyMs} ms.`,
     `Boot profile: ${r.profile ? `${r.profile.reads} range(s), ${(r.profile.bytes / 1024 / 1024).toFixed(1)} MiB` : 'not recorded'}.`,
     '',
-    '| Boot | Heartbeat after, s (median) | min–max | ÷ raw | ÷ ganesha | Prefetch before power-on, s | Prefetch + boot, s |',
-    '| --- | --- | --- | --- | --- | --- | --- |',
+    '| Boot | Heartbeat after, s (median) | min–max | ÷ raw | ÷ ganesha | Before the kernel, s (median, min) | ÷ ganesha | Prefetch before power-on, s | Prefetch + boot, s |',
+    '| --- | --- | --- | --- | --- | --- | --- | --- | --- |',
   ];
   for (const v of r.summary) {
     const pre = v.prefetchMedianMs;
     const before = v.variant.endsWith('prefetch');
     lines.push(
-      `| ${LABELS[v.variant]} | ${s(v.medianMs)} | ${s(v.minMs)}–${s(v.maxMs)} | ${x(v.vsRaw)} | ${x(v.vsGanesha)} | ${before ? s(pre) : '-'} | ${before && pre !== null && v.medianMs !== null ? s(pre + v.medianMs) : '-'} |`,
+      `| ${LABELS[v.variant]} | ${s(v.medianMs)} | ${s(v.minMs)}–${s(v.maxMs)} | ${x(v.vsRaw)} | ${x(v.vsGanesha)} | ${s(v.beforeKernelMedianMs)}, ${s(v.beforeKernelMinMs)} | ${x(v.beforeKernelVsGanesha)} | ${before ? s(pre) : '-'} | ${before && pre !== null && v.medianMs !== null ? s(pre + v.medianMs) : '-'} |`,
     );
   }
   lines.push('');
