@@ -11,22 +11,10 @@ import {
   RecoveryService,
   type RecoveryServiceOptions,
 } from '../src/index.js';
+import { bytes } from './support/bytes.js';
 
 const K = 64 * 1024;
 const MIB = 1024 * 1024;
-
-/** Deterministic bytes (xorshift32). */
-function bytes(length: number, seed: number): Buffer {
-  const out = Buffer.alloc(length);
-  let x = seed || 1;
-  for (let i = 0; i < length; i++) {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    out[i] = x & 0xff;
-  }
-  return out;
-}
 
 describe('BootRecorder', () => {
   it('records each granule once, in first-read order, merging neighbours of the same disk', async () => {

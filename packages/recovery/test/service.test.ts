@@ -17,21 +17,9 @@ import {
   RecoverySession,
   serveControl,
 } from '../src/index.js';
+import { bytes } from './support/bytes.js';
 
 const MIB = 1024 * 1024;
-
-/** Deterministic bytes (xorshift32). */
-function bytes(length: number, seed: number): Buffer {
-  const out = Buffer.alloc(length);
-  let x = seed || 1;
-  for (let i = 0; i < length; i++) {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    out[i] = x & 0xff;
-  }
-  return out;
-}
 
 describe('RecoveryService', () => {
   let tmp: Awaited<ReturnType<typeof tempDir>>;
