@@ -82,14 +82,19 @@ describe('RwGate', () => {
 });
 
 describe('SequentialDetector', () => {
-  it('reads ahead once a stream is sequential, for interleaved streams, and not for random reads', () => {
+  it('reads ahead once a stream is sequential, in runs of half a window or more, for interleaved streams, and not for random reads', () => {
     const d = new SequentialDetector(2);
     const bs = 65536;
     expect(d.note(0, bs, bs, 4)).toEqual([0, 0]);
     expect(d.note(10 * bs, bs, bs, 4)).toEqual([0, 0]);
     expect(d.note(bs, bs, bs, 4)).toEqual([2, 6]);
     expect(d.note(11 * bs, bs, bs, 4)).toEqual([12, 16]);
-    expect(d.note(2 * bs, bs, bs, 4)).toEqual([6, 7]);
+    // Blocks 3..5 are still ahead of the read of block 2: more than half the window, so nothing
+    // is asked; after block 3 only 2 are, and the next run is asked for at once.
+    expect(d.note(2 * bs, bs, bs, 4)).toEqual([0, 0]);
+    expect(d.note(3 * bs, bs, bs, 4)).toEqual([6, 8]);
+    expect(d.note(4 * bs, bs, bs, 4)).toEqual([0, 0]);
+    expect(d.note(5 * bs, bs, bs, 4)).toEqual([8, 10]);
     expect(d.note(50 * bs, 4096, bs, 4)).toEqual([0, 0]);
     expect(d.note(7 * bs, 4096, bs, 4)).toEqual([0, 0]);
   });

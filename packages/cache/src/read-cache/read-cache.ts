@@ -774,7 +774,9 @@ export class ReadCache implements BlockSource {
     const end = Math.min(to, Math.ceil(this.size / this.#bs));
     for (let b = from; b < end; ) {
       if (this.#prefetching.size >= this.#maxReadAheadLoads) break;
-      const n = this.#missingRun(b, end);
+      // Runs of at most half a window: the first window after a stream is found is two loads in
+      // parallel, so the read that follows waits for the first half only.
+      const n = Math.min(this.#missingRun(b, end), Math.ceil(this.#readAhead / 2));
       if (n === 0) {
         b++;
         continue;

@@ -31,7 +31,11 @@ export class SequentialDetector {
   /**
    * Notes a read of `[offset, offset + length)`. When it continues a sequential stream, returns
    * the blocks (of `blockSize` bytes) to read ahead: the ones in the `ahead` blocks after the
-   * read that were not asked for before; otherwise an empty range.
+   * read that were not asked for before; otherwise an empty range. Once a stream has blocks asked
+   * for more than half a window ahead of the read, nothing more is asked until the reads have
+   * used up half of that: read-ahead then comes in runs of at least half a window, each one
+   * source read, instead of a block or less per read (each source read costs a request, a
+   * checksum pass and a store of its own).
    */
   note(offset: number, length: number, blockSize: number, ahead: number): [number, number] {
     const end = offset + length;
@@ -54,8 +58,10 @@ export class SequentialDetector {
       s.lastUsed = this.#clock;
     }
     if (s.run < this.#trigger || ahead <= 0 || length === 0) return [0, 0];
+    const first = Math.floor((end - 1) / blockSize) + 1;
+    if (s.aheadFrom - first > ahead / 2) return [0, 0];
     const from = Math.max(Math.ceil(end / blockSize), s.aheadFrom);
-    const to = Math.floor((end - 1) / blockSize) + 1 + ahead;
+    const to = first + ahead;
     if (from >= to) return [0, 0];
     s.aheadFrom = to;
     return [from, to];
