@@ -9,11 +9,16 @@ const src = (pkg: string) =>
 export default defineConfig({
   resolve: {
     alias: {
+      // Before '@ivmr/core', which would match it as a prefix.
+      '@ivmr/core/testing': fileURLToPath(
+        new URL('./packages/core/src/testing/index.ts', import.meta.url),
+      ),
       '@ivmr/core': src('core'),
       '@ivmr/nfs': src('nfs'),
       '@ivmr/vmdk': src('vmdk'),
       '@ivmr/cache': src('cache'),
       '@ivmr/recovery': src('recovery'),
+      '@ivmr/store-s3': src('store-s3'),
     },
   },
   test: {

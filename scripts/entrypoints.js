@@ -8,6 +8,7 @@ export const ENTRYPOINTS = {
   vmdk: { '.': 'src/index.ts' },
   cache: { '.': 'src/index.ts' },
   recovery: { '.': 'src/index.ts' },
+  'store-s3': { '.': 'src/index.ts' },
 };
 
 /** tsup `entry` object for a package: output name -> source file. */

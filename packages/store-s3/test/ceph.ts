@@ -1,0 +1,72 @@
+import { execFile } from 'node:child_process';
+import { readFile } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+
+const SCRIPT = fileURLToPath(new URL('../../../scripts/ceph/cluster.sh', import.meta.url));
+
+/** A running single-node Ceph cluster with its S3 gateway (scripts/ceph/cluster.sh). */
+export interface Ceph {
+  readonly endpoint: string;
+  readonly credentials: { accessKeyId: string; secretAccessKey: string };
+  readonly dir: string;
+  stop(): Promise<void>;
+}
+
+/** A TCP port on 127.0.0.1 that was free a moment ago (Ceph's monitor cannot take port 0). */
+async function freePort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as { port: number };
+  await new Promise((resolve) => server.close(resolve));
+  return port;
+}
+
+/**
+ * Starts a cluster in `dir` on free loopback ports; `stop` ends only its own processes. A start
+ * that fails is tried once more on other ports (a port taken between the check and the bind),
+ * after printing why the first failed.
+ */
+export async function startCeph(dir: string): Promise<Ceph> {
+  try {
+    return await startOnce(dir);
+  } catch (err) {
+    console.error(
+      `the Ceph cluster did not start; trying once more:\n${(err as { stderr?: string }).stderr ?? err}`,
+    );
+    return startOnce(dir);
+  }
+}
+
+async function startOnce(dir: string): Promise<Ceph> {
+  const env = {
+    ...process.env,
+    CEPH_MON_PORT: String(await freePort()),
+    CEPH_RGW_PORT: String(await freePort()),
+  };
+  try {
+    await promisify(execFile)('bash', [SCRIPT, 'start', dir], { env, timeout: 300_000 });
+  } catch (err) {
+    await promisify(execFile)('bash', [SCRIPT, 'stop', dir]).catch(() => {});
+    throw err;
+  }
+  const vars = Object.fromEntries(
+    (await readFile(join(dir, 's3.env'), 'utf8'))
+      .trim()
+      .split('\n')
+      .map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]),
+  );
+  return {
+    endpoint: vars.AWS_ENDPOINT_URL!,
+    credentials: {
+      accessKeyId: vars.AWS_ACCESS_KEY_ID!,
+      secretAccessKey: vars.AWS_SECRET_ACCESS_KEY!,
+    },
+    dir,
+    stop: async () => {
+      await promisify(execFile)('bash', [SCRIPT, 'stop', dir], { timeout: 60_000 });
+    },
+  };
+}

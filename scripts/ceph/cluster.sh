@@ -1,0 +1,176 @@
+#!/usr/bin/env bash
+# A single-node Ceph cluster with its RADOS Gateway (S3) on loopback, for tests and benchmarks of
+# S3 repositories (issue #8). Only its own processes, started and stopped by pid; everything
+# lives in one folder. The object store is memstore (memory): the cluster's data dies with it.
+#
+#   bash scripts/ceph/cluster.sh start DIR    # prints KEY=VALUE lines: S3 endpoint and keys
+#   bash scripts/ceph/cluster.sh stop DIR
+#   bash scripts/ceph/cluster.sh status DIR
+#
+# Ports: CEPH_MON_PORT (default 6789) and CEPH_RGW_PORT (default 7480), on 127.0.0.1.
+# Installs ceph-mon, ceph-osd, ceph-mgr, radosgw and ceph-common (Debian) when missing (root).
+set -euo pipefail
+
+cmd=${1:-}
+dir=${2:-}
+if [[ -z $cmd || -z $dir ]]; then
+  echo "usage: $0 start|stop|status DIR" >&2
+  exit 2
+fi
+mon_port=${CEPH_MON_PORT:-6789}
+rgw_port=${CEPH_RGW_PORT:-7480}
+log() { echo "ceph-cluster: $*" >&2; }
+DAEMONS=(rgw osd mgr mon)
+
+stop_all() {
+  for d in "${DAEMONS[@]}"; do
+    local pidfile=$dir/pids/$d.pid
+    [[ -f $pidfile ]] || continue
+    local pid
+    pid=$(cat "$pidfile")
+    if kill -0 "$pid" 2>/dev/null; then
+      kill -TERM "$pid" 2>/dev/null || true
+      for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+      kill -KILL "$pid" 2>/dev/null || true
+    fi
+    rm -f "$pidfile"
+  done
+}
+
+case $cmd in
+stop)
+  stop_all
+  log "stopped (folder $dir kept)"
+  exit 0
+  ;;
+status)
+  for d in "${DAEMONS[@]}"; do
+    pidfile=$dir/pids/$d.pid
+    if [[ -f $pidfile ]] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then echo "$d running"; else echo "$d stopped"; fi
+  done
+  exit 0
+  ;;
+start) ;;
+*)
+  echo "unknown command $cmd" >&2
+  exit 2
+  ;;
+esac
+
+need=()
+for pkg_bin in ceph-mon:ceph-mon ceph-osd:ceph-osd ceph-mgr:ceph-mgr radosgw:radosgw ceph-common:ceph; do
+  command -v "${pkg_bin#*:}" >/dev/null 2>&1 || need+=("${pkg_bin%%:*}")
+done
+if ((${#need[@]} > 0)); then
+  if [[ $(id -u) -ne 0 ]]; then
+    log "missing ${need[*]}: install them (apt-get install ${need[*]}) or run as root"
+    exit 1
+  fi
+  log "installing ${need[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y --no-install-recommends "${need[@]}" >&2 ||
+    { apt-get update >&2 && apt-get install -y --no-install-recommends "${need[@]}" >&2; }
+fi
+
+dir=$(realpath -m "$dir")
+if [[ -e $dir/pids ]] && ls "$dir"/pids/*.pid >/dev/null 2>&1; then
+  log "$dir already holds a cluster: stop it first"
+  exit 1
+fi
+rm -rf "$dir"
+mkdir -p "$dir"/{mon,osd,mgr,rgw,run,log,pids}
+conf=$dir/ceph.conf
+fsid=$(cat /proc/sys/kernel/random/uuid)
+cat >"$conf" <<CONF
+[global]
+fsid = $fsid
+mon host = [v1:127.0.0.1:$mon_port]
+mon initial members = a
+public addr = 127.0.0.1
+ms bind msgr2 = false
+auth cluster required = none
+auth service required = none
+auth client required = none
+auth supported = none
+osd objectstore = memstore
+memstore device bytes = ${CEPH_MEMSTORE_BYTES:-2147483648}
+osd pool default size = 1
+osd pool default min size = 1
+osd pool default pg num = 8
+osd pool default pgp num = 8
+osd crush chooseleaf type = 0
+mon allow pool size one = true
+mon allow pool delete = true
+mon data avail warn = 1
+mon data avail crit = 0
+mon warn on pool no redundancy = false
+run dir = $dir/run
+admin socket = $dir/run/\$name.asok
+log file = $dir/log/\$name.log
+mon data = $dir/mon
+osd data = $dir/osd
+mgr data = $dir/mgr
+keyring = $dir/keyring
+
+[client.rgw.ivmr]
+rgw frontends = beast endpoint=127.0.0.1:$rgw_port
+rgw data = $dir/rgw
+rgw dns name = 127.0.0.1
+CONF
+
+start_daemon() { # name pidname args...
+  local name=$1 pidname=$2
+  shift 2
+  setsid "$@" -f -c "$conf" >"$dir/log/$name.out" 2>&1 </dev/null &
+  echo $! >"$dir/pids/$pidname.pid"
+}
+fail() {
+  log "$1; see $dir/log"
+  tail -n 20 "$dir"/log/*.out "$dir"/log/*.log >&2 2>/dev/null || true
+  stop_all
+  exit 1
+}
+ceph_() { timeout 30 ceph -c "$conf" "$@"; }
+
+monmaptool --create --addv a "[v1:127.0.0.1:$mon_port]" --fsid "$fsid" "$dir/monmap" >/dev/null
+ceph-mon --mkfs -i a --monmap "$dir/monmap" -c "$conf" >/dev/null 2>&1 || fail "ceph-mon --mkfs failed"
+start_daemon mon mon ceph-mon -i a
+for _ in $(seq 1 100); do ceph_ -s >/dev/null 2>&1 && break; sleep 0.2; done
+ceph_ -s >/dev/null 2>&1 || fail "the monitor did not answer"
+log "monitor up on 127.0.0.1:$mon_port"
+
+start_daemon mgr mgr ceph-mgr -i x
+
+osd_uuid=$(cat /proc/sys/kernel/random/uuid)
+osd_id=$(ceph_ osd new "$osd_uuid")
+ceph-osd -i "$osd_id" --mkfs --osd-uuid "$osd_uuid" -c "$conf" >/dev/null 2>&1 || fail "ceph-osd --mkfs failed"
+ceph_ osd crush add "osd.$osd_id" 1.0 host=localhost root=default >/dev/null 2>&1 || true
+start_daemon osd osd ceph-osd -i "$osd_id"
+for _ in $(seq 1 150); do
+  ceph_ osd stat 2>/dev/null | grep -q "1 up" && break
+  sleep 0.2
+done
+ceph_ osd stat 2>/dev/null | grep -q "1 up" || fail "the OSD did not come up"
+log "osd.$osd_id up (memstore)"
+
+start_daemon rgw rgw radosgw -n client.rgw.ivmr
+# Any HTTP answer will do (node is there: the project needs it; curl may not be).
+rgw_up() { node -e "fetch('http://127.0.0.1:$rgw_port/').then(() => process.exit(0), () => process.exit(1))"; }
+for _ in $(seq 1 300); do
+  rgw_up && break
+  sleep 0.2
+done
+rgw_up || fail "radosgw did not answer on 127.0.0.1:$rgw_port"
+access=ivmr$(head -c 8 /dev/urandom | od -An -tx1 | tr -d ' \n')
+secret=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
+timeout 60 radosgw-admin -c "$conf" -n client.rgw.ivmr user create --uid=ivmr --display-name=ivmr \
+  --access-key="$access" --secret="$secret" >/dev/null 2>"$dir/log/user-create.err" ||
+  fail "radosgw-admin user create failed"
+log "radosgw up on 127.0.0.1:$rgw_port"
+cat >"$dir/s3.env" <<ENV
+AWS_ENDPOINT_URL=http://127.0.0.1:$rgw_port
+AWS_ACCESS_KEY_ID=$access
+AWS_SECRET_ACCESS_KEY=$secret
+AWS_REGION=default
+ENV
+cat "$dir/s3.env"
