@@ -21,6 +21,19 @@ declare -A NEEDED=(
   [mkfs.ext4]=e2fsprogs
   [debugfs]=e2fsprogs
 )
+# The tests of @ivmr/store-s3 run a single-node Ceph cluster with its S3 gateway
+# (scripts/ceph/cluster.sh); the demo does not need it.
+if [ "${1:-}" = "--tests" ]; then
+  NEEDED+=(
+    [ceph-mon]=ceph-mon
+    [ceph-osd]=ceph-osd
+    [ceph-mgr]=ceph-mgr
+    [radosgw]=radosgw
+    [monmaptool]=ceph-base
+    [ceph]=ceph-common
+    [radosgw-admin]=ceph-common
+  )
+fi
 # file -> Debian package that provides it (qemu's nfs:// driver is a module, not a command)
 declare -A NEEDED_FILES=(
   [/usr/lib/x86_64-linux-gnu/qemu/block-nfs.so]=qemu-block-extra

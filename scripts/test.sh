@@ -2,7 +2,7 @@
 # The whole test suite, from a fresh clone: set-up, lint, type check, build, all tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
+bash scripts/setup.sh --tests
 PNPM="npx -y pnpm@10.34.8"
 $PNPM run lint
 $PNPM run typecheck

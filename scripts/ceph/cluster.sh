@@ -8,7 +8,8 @@
 #   bash scripts/ceph/cluster.sh status DIR
 #
 # Ports: CEPH_MON_PORT (default 6789) and CEPH_RGW_PORT (default 7480), on 127.0.0.1.
-# Installs ceph-mon, ceph-osd, ceph-mgr, radosgw and ceph-common (Debian) when missing (root).
+# Installs ceph-mon, ceph-osd, ceph-mgr, radosgw and ceph-common (Debian) when missing (root);
+# scripts/setup.sh --tests (the test command's set-up) installs them first.
 set -euo pipefail
 
 cmd=${1:-}
@@ -68,8 +69,10 @@ if ((${#need[@]} > 0)); then
   fi
   log "installing ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive
-  apt-get install -y --no-install-recommends "${need[@]}" >&2 ||
-    { apt-get update >&2 && apt-get install -y --no-install-recommends "${need[@]}" >&2; }
+  # Other set-up scripts may hold dpkg's lock meanwhile: wait for it.
+  apt=(apt-get -o DPkg::Lock::Timeout=300)
+  "${apt[@]}" install -y --no-install-recommends "${need[@]}" >&2 ||
+    { "${apt[@]}" update >&2 && "${apt[@]}" install -y --no-install-recommends "${need[@]}" >&2; }
 fi
 
 dir=$(realpath -m "$dir")
