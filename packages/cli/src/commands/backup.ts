@@ -13,11 +13,12 @@ import { formatBytes } from '../format.js';
 import { type CliIo, usageError, writeJson, writeLine } from '../io.js';
 import { collect, parseBlockSize, wholeNumber } from '../parse.js';
 import { startProgress } from '../progress.js';
-import { withRepository } from '../repository.js';
+import { REPO_HELP, S3_ENDPOINT_HELP, withRepository } from '../repository.js';
 
 /** Flags of `ivmr backup`, as commander parses them. */
 export interface BackupFlags {
   readonly repo: string;
+  readonly s3Endpoint?: string;
   readonly vm: string;
   readonly blockSize?: number;
   readonly codec?: CodecName;
@@ -42,7 +43,8 @@ export function defineBackup(program: Command): Command {
         'later ones store only the blocks that changed. Prints the new point id.',
     )
     .argument('<image...>', 'raw disk images of the VM, one per disk, in order')
-    .requiredOption('--repo <dir>', 'repository directory (created when missing)')
+    .requiredOption('--repo <dir>', REPO_HELP)
+    .option('--s3-endpoint <url>', S3_ENDPOINT_HELP)
     .requiredOption('--vm <name>', 'VM name')
     .option(
       '--block-size <size>',
@@ -104,7 +106,7 @@ export async function runBackup(images: string[], flags: BackupFlags, io: CliIo)
     }));
 
     const point = await withRepository(
-      flags.repo,
+      flags,
       { create: true, codec: flags.codec, blockSize: flags.blockSize },
       async (repo) => {
         // Progress is over all disks: bytes of the disks before this one plus this one's.

@@ -2,11 +2,12 @@ import type { Command } from 'commander';
 import { formatBytes } from '../format.js';
 import { type CliIo, writeJson, writeLine } from '../io.js';
 import { wholeNumber } from '../parse.js';
-import { withRepository } from '../repository.js';
+import { REPO_HELP, S3_ENDPOINT_HELP, withRepository } from '../repository.js';
 
 /** Flags of `ivmr forget`. */
 export interface ForgetFlags {
   readonly repo: string;
+  readonly s3Endpoint?: string;
   readonly vm: string;
   readonly keepLast: number;
   /** False with `--no-prune`. */
@@ -24,7 +25,8 @@ export function defineForget(program: Command): Command {
         'ones are rewritten first, so every kept point stays restorable. Then prune deletes the ' +
         'blocks nothing needs any more (unless --no-prune).',
     )
-    .requiredOption('--repo <dir>', 'repository directory')
+    .requiredOption('--repo <dir>', REPO_HELP)
+    .option('--s3-endpoint <url>', S3_ENDPOINT_HELP)
     .requiredOption('--vm <name>', 'VM name')
     .requiredOption('--keep-last <n>', 'restore points to keep (>= 1)', wholeNumber(1))
     .option('--no-prune', 'keep the blocks of removed points (a later forget prunes them)')
@@ -33,7 +35,7 @@ export function defineForget(program: Command): Command {
 
 /** Runs `ivmr forget`; returns the exit code. */
 export async function runForget(flags: ForgetFlags, io: CliIo): Promise<number> {
-  const report = await withRepository(flags.repo, {}, (repo) =>
+  const report = await withRepository(flags, {}, (repo) =>
     repo.forget({ vm: flags.vm, keepLast: flags.keepLast, prune: flags.prune }),
   );
   if (flags.json) {

@@ -2,11 +2,12 @@ import type { PointKind, RestorePointInfo } from '@ivmr/core';
 import type { Command } from 'commander';
 import { formatBytes, formatRatio, formatTable } from '../format.js';
 import { type CliIo, writeJson, writeLine } from '../io.js';
-import { withRepository } from '../repository.js';
+import { REPO_HELP, S3_ENDPOINT_HELP, withRepository } from '../repository.js';
 
 /** Flags of `ivmr list`. */
 export interface ListFlags {
   readonly repo: string;
+  readonly s3Endpoint?: string;
   readonly vm?: string;
   readonly json?: boolean;
 }
@@ -55,14 +56,15 @@ export function defineList(program: Command): Command {
       'List restore points, oldest first per VM, with their size, non-zero bytes, the bytes their ' +
         'backup stored, and the dedup ratio (non-zero bytes / stored bytes).',
     )
-    .requiredOption('--repo <dir>', 'repository directory')
+    .requiredOption('--repo <dir>', REPO_HELP)
+    .option('--s3-endpoint <url>', S3_ENDPOINT_HELP)
     .option('--vm <name>', 'only this VM')
     .option('--json', 'print an array of restore point objects');
 }
 
 /** Runs `ivmr list`; returns the exit code. */
 export async function runList(flags: ListFlags, io: CliIo): Promise<number> {
-  const listed = await withRepository(flags.repo, {}, async (repo) => {
+  const listed = await withRepository(flags, {}, async (repo) => {
     // An unknown VM is an error, not an empty list: it is most likely a typo.
     if (flags.vm !== undefined) await repo.findPoint(flags.vm);
     return (await repo.listPoints(flags.vm)).map(describe);

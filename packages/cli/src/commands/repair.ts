@@ -1,10 +1,11 @@
 import type { Command } from 'commander';
 import { type CliIo, ExitCode, writeJson, writeLine } from '../io.js';
-import { withRepository } from '../repository.js';
+import { REPO_HELP, S3_ENDPOINT_HELP, withRepository } from '../repository.js';
 
 /** Flags of `ivmr repair`. */
 export interface RepairFlags {
   readonly repo: string;
+  readonly s3Endpoint?: string;
   readonly json?: boolean;
 }
 
@@ -18,13 +19,14 @@ export function defineRepair(program: Command): Command {
         'damaged) and replace every index object with the new one. Exit code 3 when a pack is ' +
         'unreadable: its blobs are lost.',
     )
-    .requiredOption('--repo <dir>', 'repository directory')
+    .requiredOption('--repo <dir>', REPO_HELP)
+    .option('--s3-endpoint <url>', S3_ENDPOINT_HELP)
     .option('--json', 'print the repair report as JSON');
 }
 
 /** Runs `ivmr repair`; returns 0, or 3 when some packs were unreadable. */
 export async function runRepair(flags: RepairFlags, io: CliIo): Promise<number> {
-  const report = await withRepository(flags.repo, {}, (repo) => repo.repair());
+  const report = await withRepository(flags, {}, (repo) => repo.repair());
   if (flags.json) {
     writeJson(io.stdout, report);
   } else {

@@ -6,11 +6,12 @@ import { ErrorCode, IvmrError, type RestoreDisk } from '@ivmr/core';
 import type { Command } from 'commander';
 import { type CliIo, writeJson, writeLine } from '../io.js';
 import { startProgress } from '../progress.js';
-import { withRepository } from '../repository.js';
+import { REPO_HELP, S3_ENDPOINT_HELP, withRepository } from '../repository.js';
 
 /** Flags of `ivmr restore`. */
 export interface RestoreFlags {
   readonly repo: string;
+  readonly s3Endpoint?: string;
   readonly vm: string;
   readonly point?: string;
   readonly out: string;
@@ -40,7 +41,8 @@ export function defineRestore(program: Command): Command {
       'Restore a whole VM: each disk of the restore point becomes <out>/<disk>.raw, a sparse raw ' +
         'image. Images appear only when every disk is complete.',
     )
-    .requiredOption('--repo <dir>', 'repository directory')
+    .requiredOption('--repo <dir>', REPO_HELP)
+    .option('--s3-endpoint <url>', S3_ENDPOINT_HELP)
     .requiredOption('--vm <name>', 'VM name')
     .option('--point <id>', 'restore point id or unique prefix (default: the newest)')
     .requiredOption('--out <dir>', 'directory for the images (created when missing)')
@@ -50,7 +52,7 @@ export function defineRestore(program: Command): Command {
 
 /** Runs `ivmr restore`; returns the exit code. */
 export async function runRestore(flags: RestoreFlags, io: CliIo): Promise<number> {
-  const summary = await withRepository(flags.repo, {}, async (repo) => {
+  const summary = await withRepository(flags, {}, async (repo) => {
     const point = await repo.openPoint(flags.vm, flags.point);
     const temps: string[] = [];
     try {

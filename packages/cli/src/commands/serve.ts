@@ -1,7 +1,7 @@
 import { mkdir } from 'node:fs/promises';
 import type { Server } from 'node:http';
 import { networkInterfaces } from 'node:os';
-import { ErrorCode, IvmrError, isIvmrError, openLocalRepository } from '@ivmr/core';
+import { ErrorCode, IvmrError, isIvmrError } from '@ivmr/core';
 import {
   type CallEvent,
   describeCall,
@@ -24,10 +24,12 @@ import { addBootProfilesOptions, bootProfilesOf } from '../boot-profiles.js';
 import { type CliIo, writeLine } from '../io.js';
 import { createServeMetrics, serveMetrics } from '../metrics.js';
 import { collect, parseByteSize, wholeNumber } from '../parse.js';
+import { openRepository, REPO_HELP, S3_ENDPOINT_HELP } from '../repository.js';
 
 /** Flags of `ivmr serve`. */
 export interface ServeFlags {
   readonly repo: string;
+  readonly s3Endpoint?: string;
   readonly cache: string;
   /** `[FOLDER=]VM[@POINT]`, repeatable. */
   readonly vm?: string[];
@@ -62,7 +64,8 @@ export function defineServe(program: Command): Command {
         '`ivmr stop` and `ivmr migrate` reach the running server through <cache>/control.sock. ' +
         'Logs (JSON lines, pino) go to stderr. Stops on SIGINT/SIGTERM.',
     )
-    .requiredOption('--repo <dir>', 'repository directory')
+    .requiredOption('--repo <dir>', REPO_HELP)
+    .option('--s3-endpoint <url>', S3_ENDPOINT_HELP)
     .requiredOption('--cache <dir>', 'cache folder: sessions, overlays, the file-handle key')
     .option(
       '--vm <[folder=]vm[@point]>',
@@ -149,7 +152,7 @@ export async function runServe(
     pino.destination({ fd: 2, sync: true }),
   );
   const profiles = bootProfilesOf(flags.bootProfiles);
-  const repository = await openLocalRepository(flags.repo);
+  const repository = await openRepository(flags);
   let service: RecoveryService | undefined;
   let control: ControlServer | undefined;
   let server: NfsServer | undefined;

@@ -1,4 +1,4 @@
-import { openLocalRepository, type VerifyReport } from '@ivmr/core';
+import type { VerifyReport } from '@ivmr/core';
 import { type BootReport, checkBoot } from '@ivmr/recovery';
 import { type Command, Option } from 'commander';
 import { addBootProfilesOptions, bootProfilesOf } from '../boot-profiles.js';
@@ -6,11 +6,12 @@ import { formatBytes, formatRange } from '../format.js';
 import { type CliIo, ExitCode, usageError, writeJson, writeLine } from '../io.js';
 import { parseByteSize, wholeNumber } from '../parse.js';
 import { startProgress } from '../progress.js';
-import { withRepository } from '../repository.js';
+import { openRepository, REPO_HELP, S3_ENDPOINT_HELP, withRepository } from '../repository.js';
 
 /** Flags of `ivmr verify`. */
 export interface VerifyFlags {
   readonly repo: string;
+  readonly s3Endpoint?: string;
   readonly vm?: string;
   readonly point?: string;
   readonly json?: boolean;
@@ -35,7 +36,8 @@ export function defineVerify(program: Command): Command {
         'Reports damaged or missing blobs and which points and disk byte ranges they affect. ' +
         'Exit code 3 when anything is damaged or missing.',
     )
-    .requiredOption('--repo <dir>', 'repository directory')
+    .requiredOption('--repo <dir>', REPO_HELP)
+    .option('--s3-endpoint <url>', S3_ENDPOINT_HELP)
     .option('--vm <name>', 'only the points of this VM')
     .option('--point <id>', 'only this restore point (needs --vm; or --vm NAME@POINT)')
     .option(
@@ -84,7 +86,7 @@ export async function runVerify(flags: VerifyFlags, io: CliIo): Promise<number> 
   if (flags.point !== undefined && flags.vm === undefined) {
     throw usageError('--point needs --vm');
   }
-  const report = await withRepository(flags.repo, {}, async (repo) => {
+  const report = await withRepository(flags, {}, async (repo) => {
     let progress: ReturnType<typeof startProgress> | undefined;
     try {
       return await repo.verify({
@@ -156,7 +158,7 @@ async function runBootCheck(flags: VerifyFlags, io: CliIo): Promise<number> {
   const [vm, at] = flags.vm.split('@') as [string, string | undefined];
   const point = flags.point ?? at;
   const profiles = bootProfilesOf(flags.bootProfiles);
-  const repository = await openLocalRepository(flags.repo);
+  const repository = await openRepository(flags);
   let report: BootReport;
   try {
     report = await checkBoot({
