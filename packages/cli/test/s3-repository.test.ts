@@ -10,7 +10,7 @@ import {
   tempDir,
 } from '../../nfs/test/real-clients/harness.js';
 import { type Ceph, startCeph } from '../../store-s3/test/ceph.js';
-import { checkBuilt, exited, ivmr, pseudoRandom, startServe } from './helpers.js';
+import { checkBuilt, exited, ivmr, pseudoRandom, serveArgs, startServe } from './helpers.js';
 
 // `--repo s3://bucket/prefix` in every command, against a real single-node Ceph cluster with
 // its RADOS Gateway (scripts/ceph/cluster.sh): backup, list, verify, restore, and serve with
@@ -77,17 +77,9 @@ describe('ivmr with an s3:// repository', () => {
     release111 = await lockPort111();
     await requirePortFree(111);
     const s = await startServe([
-      ...s3,
-      '--cache',
-      join(tmp.path, 'cache'),
-      '--vm',
-      'web01',
-      '--nfs-port',
-      '0',
-      '--mount-port',
-      '0',
-      '--portmap',
-      'embedded',
+      ...serveArgs(repo, join(tmp.path, 'cache'), ['web01']),
+      '--s3-endpoint',
+      ceph.endpoint,
     ]);
     children.push(s.child);
     await runOk(
