@@ -140,6 +140,9 @@ ceph-mon --mkfs -i a --monmap "$dir/monmap" -c "$conf" >/dev/null 2>&1 || fail "
 start_daemon mon mon ceph-mon -i a
 for _ in $(seq 1 100); do ceph_ -s >/dev/null 2>&1 && break; sleep 0.2; done
 ceph_ -s >/dev/null 2>&1 || fail "the monitor did not answer"
+# Another cluster's monitor on the same port would answer too: make sure it is ours.
+kill -0 "$(cat "$dir/pids/mon.pid")" 2>/dev/null || fail "the monitor exited (port $mon_port taken?)"
+[[ $(ceph_ fsid 2>/dev/null) == "$fsid" ]] || fail "port $mon_port answers for another cluster"
 log "monitor up on 127.0.0.1:$mon_port"
 
 start_daemon mgr mgr ceph-mgr -i x
@@ -164,6 +167,9 @@ for _ in $(seq 1 300); do
   sleep 0.2
 done
 rgw_up || fail "radosgw did not answer on 127.0.0.1:$rgw_port"
+# A radosgw that cannot bind its port exits; another one may be answering there instead.
+sleep 1
+kill -0 "$(cat "$dir/pids/rgw.pid")" 2>/dev/null || fail "radosgw exited (port $rgw_port taken?)"
 access=ivmr$(head -c 8 /dev/urandom | od -An -tx1 | tr -d ' \n')
 secret=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
 timeout 60 radosgw-admin -c "$conf" -n client.rgw.ivmr user create --uid=ivmr --display-name=ivmr \

@@ -15,13 +15,24 @@ export interface Ceph {
   stop(): Promise<void>;
 }
 
-/** A TCP port on 127.0.0.1 that was free a moment ago (Ceph's monitor cannot take port 0). */
+/**
+ * A TCP port on 127.0.0.1 that was free a moment ago (Ceph's monitor cannot take port 0). Drawn
+ * at random from 20000–29999, below the ephemeral range, so that two test files starting clusters
+ * at once (or any port-0 listener) hardly ever get the same one; cluster.sh checks that the
+ * daemons answering are its own.
+ */
 async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as { port: number };
-  await new Promise((resolve) => server.close(resolve));
-  return port;
+  for (;;) {
+    const port = 20000 + Math.floor(Math.random() * 10000);
+    const server = createServer();
+    const ok = await new Promise<boolean>((resolve) => {
+      server.once('error', () => resolve(false));
+      server.listen(port, '127.0.0.1', () => resolve(true));
+    });
+    if (!ok) continue;
+    await new Promise((resolve) => server.close(resolve));
+    return port;
+  }
 }
 
 /**
