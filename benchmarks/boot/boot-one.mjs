@@ -55,16 +55,23 @@ function delayed(store, ms) {
   };
 }
 
+/**
+ * Prints one boot's figures as a JSON line, with the kernel's time from its console, and the
+ * console's tail under `name` when it did not boot.
+ * @param {object} figures
+ * @param {string} text the serial console
+ * @param {boolean} ok
+ * @param {string} name
+ */
+function print(figures, text, ok, name) {
+  const tail = ok ? {} : { [name]: text.slice(-4000) };
+  console.log(JSON.stringify({ ...figures, kernelMs: kernelMs(text), ...tail }));
+}
+
 if (spec.kind === 'qemu') {
   const run = await bootQemu(spec.drive, spec.accel, { timeoutMs: spec.timeoutMs });
   const { output, ...rest } = run;
-  console.log(
-    JSON.stringify({
-      ...rest,
-      kernelMs: kernelMs(output),
-      ...(run.heartbeat ? {} : { output: output.slice(-4000) }),
-    }),
-  );
+  print(rest, output, run.heartbeat !== undefined, 'output');
 } else if (spec.kind === 'ivmr') {
   const local = await LocalStore.open(spec.repo);
   const store = spec.latencyMs > 0 ? delayed(local, spec.latencyMs) : local;
@@ -87,13 +94,7 @@ if (spec.kind === 'qemu') {
         : {}),
     });
     const { serial, ...rest } = report;
-    console.log(
-      JSON.stringify({
-        ...rest,
-        kernelMs: kernelMs(serial),
-        ...(report.booted ? {} : { serial: serial.slice(-4000) }),
-      }),
-    );
+    print(rest, serial, report.booted, 'serial');
   } finally {
     await repository.close();
   }

@@ -533,34 +533,35 @@ export class RecoverySession {
   prefetch(profile: BootProfile, options: PrefetchOptions = {}): Promise<PrefetchReport> {
     this.#checkOpen();
     if (this.#prefetch?.report.state === 'running') return this.#prefetch.done;
-    const entry = {
-      report: {
-        state: 'running',
-        profilePoint: profile.point,
-        profileBytes: profileBytes(profile.reads),
-        bytesLoaded: 0,
-        bytesSkipped: 0,
-        failures: 0,
-        ms: 0,
-      } as PrefetchReport,
-      done: undefined as unknown as Promise<PrefetchReport>,
+    const first: PrefetchReport = {
+      state: 'running',
+      profilePoint: profile.point,
+      profileBytes: profileBytes(profile.reads),
+      bytesLoaded: 0,
+      bytesSkipped: 0,
+      failures: 0,
+      ms: 0,
     };
-    entry.done = prefetchProfile(
-      profile,
-      this.disks.map((d) => ({ name: d.name, size: d.overlay.size, readCache: d.readCache })),
-      {
-        ...options,
-        onProgress: (r) => {
-          entry.report = r;
-          options.onProgress?.(r);
-        },
+    const disks = this.disks.map((d) => ({
+      name: d.name,
+      size: d.overlay.size,
+      readCache: d.readCache,
+    }));
+    const update = (r: PrefetchReport) => {
+      if (this.#prefetch) this.#prefetch.report = r;
+    };
+    const done = prefetchProfile(profile, disks, {
+      ...options,
+      onProgress: (r) => {
+        update(r);
+        options.onProgress?.(r);
       },
-    ).then((r) => {
-      entry.report = r;
+    }).then((r) => {
+      update(r);
       return r;
     });
-    this.#prefetch = entry;
-    return entry.done;
+    this.#prefetch = { report: first, done };
+    return done;
   }
 
   /** Figures of the boot prefetch, when one was started. */

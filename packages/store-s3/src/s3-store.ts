@@ -1,6 +1,7 @@
 import {
   AbortMultipartUploadCommand,
   CompleteMultipartUploadCommand,
+  CreateBucketCommand,
   CreateMultipartUploadCommand,
   DeleteObjectCommand,
   GetObjectCommand,
@@ -149,15 +150,14 @@ export class S3Store implements StoreAdapter {
 
   async put(kind: ObjectKind, name: string, data: Uint8Array): Promise<void> {
     const key = this.#key(kind, name);
-    // The SDK may read the body after the call returns on a retry: give it its own copy.
-    const body = Uint8Array.from(data);
-    if (body.length < this.#multipartThreshold) {
+    // The SDK reads `data` only while the call runs (retries included): no copy is needed.
+    if (data.length < this.#multipartThreshold) {
       await this.#call(`put ${key}`, () =>
-        this.#client.send(new PutObjectCommand({ Bucket: this.#bucket, Key: key, Body: body })),
+        this.#client.send(new PutObjectCommand({ Bucket: this.#bucket, Key: key, Body: data })),
       );
       return;
     }
-    await this.#multipart(key, body);
+    await this.#multipart(key, data);
   }
 
   async has(kind: ObjectKind, name: string): Promise<boolean> {
@@ -212,7 +212,6 @@ export class S3Store implements StoreAdapter {
       );
     } catch (err) {
       if ((err as IvmrError).code !== ErrorCode.NOT_FOUND || !create) throw err;
-      const { CreateBucketCommand } = await import('@aws-sdk/client-s3');
       await this.#call(`create bucket ${this.#bucket}`, () =>
         this.#client.send(new CreateBucketCommand({ Bucket: this.#bucket })),
       );

@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
 import { MemoryBlockSource, Repository } from '@ivmr/core';
 import { describeStoreConformance } from '@ivmr/core/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -77,6 +78,36 @@ describe('S3Store', () => {
     expectSame(await opened.disk('web01').read(0, disk.length), disk);
     await opened.close();
     await repo.close();
+  });
+
+  it("the README's example is test/fixtures/readme-example.ts, and it runs", async () => {
+    const readme = await readFile(new URL('../README.md', import.meta.url), 'utf8');
+    const example = await readFile(
+      new URL('./fixtures/readme-example.ts', import.meta.url),
+      'utf8',
+    );
+    expect(/## Example\n\n```ts\n([\s\S]*?)```/.exec(readme)?.[1]).toBe(example);
+    const env = { ...process.env };
+    Object.assign(process.env, {
+      AWS_ENDPOINT_URL: ceph.endpoint,
+      AWS_ACCESS_KEY_ID: ceph.credentials.accessKeyId,
+      AWS_SECRET_ACCESS_KEY: ceph.credentials.secretAccessKey,
+    });
+    try {
+      await import('./fixtures/readme-example.js');
+    } finally {
+      process.env = env;
+    }
+    const store = await S3Store.open({
+      bucket: 'backups',
+      prefix: 'ivmr/prod',
+      endpoint: ceph.endpoint,
+      credentials: ceph.credentials,
+    });
+    const names: string[] = [];
+    for await (const o of store.list('point')) names.push(o.name);
+    expect(names).toHaveLength(1);
+    await store.close();
   });
 
   it('names a missing bucket, and refuses bad credentials with IVMR_IO', async () => {
