@@ -6,6 +6,8 @@
 #   bash scripts/ceph/cluster.sh start DIR    # prints KEY=VALUE lines: S3 endpoint and keys
 #   bash scripts/ceph/cluster.sh stop DIR
 #   bash scripts/ceph/cluster.sh status DIR
+#   bash scripts/ceph/cluster.sh stop-rgw DIR     # only the gateway (fault tests), then
+#   bash scripts/ceph/cluster.sh start-rgw DIR    # again on its port, with its data intact
 #
 # Ports: CEPH_MON_PORT (default 6789) and CEPH_RGW_PORT (default 7480), on 127.0.0.1.
 # Installs ceph-mon, ceph-osd, ceph-mgr, radosgw and ceph-common (Debian) when missing (root);
@@ -15,7 +17,7 @@ set -euo pipefail
 cmd=${1:-}
 dir=${2:-}
 if [[ -z $cmd || -z $dir ]]; then
-  echo "usage: $0 start|stop|status DIR" >&2
+  echo "usage: $0 start|stop|status|stop-rgw|start-rgw DIR" >&2
   exit 2
 fi
 mon_port=${CEPH_MON_PORT:-6789}
@@ -23,25 +25,58 @@ rgw_port=${CEPH_RGW_PORT:-7480}
 log() { echo "ceph-cluster: $*" >&2; }
 DAEMONS=(rgw osd mgr mon)
 
+stop_daemon() { # pidname
+  local pidfile=$dir/pids/$1.pid
+  [[ -f $pidfile ]] || return 0
+  local pid
+  pid=$(cat "$pidfile")
+  if kill -0 "$pid" 2>/dev/null; then
+    kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null || true
+  fi
+  rm -f "$pidfile"
+}
 stop_all() {
-  for d in "${DAEMONS[@]}"; do
-    local pidfile=$dir/pids/$d.pid
-    [[ -f $pidfile ]] || continue
-    local pid
-    pid=$(cat "$pidfile")
-    if kill -0 "$pid" 2>/dev/null; then
-      kill -TERM "$pid" 2>/dev/null || true
-      for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-      kill -KILL "$pid" 2>/dev/null || true
-    fi
-    rm -f "$pidfile"
+  for d in "${DAEMONS[@]}"; do stop_daemon "$d"; done
+}
+start_daemon() { # name pidname args...
+  local name=$1 pidname=$2
+  shift 2
+  setsid "$@" -f -c "$conf" >>"$dir/log/$name.out" 2>&1 </dev/null &
+  echo $! >"$dir/pids/$pidname.pid"
+}
+# Any HTTP answer will do (node is there: the project needs it; curl may not be).
+rgw_up() { node -e "fetch('http://127.0.0.1:$rgw_port/').then(() => process.exit(0), () => process.exit(1))"; }
+wait_rgw() {
+  for _ in $(seq 1 300); do
+    rgw_up && return 0
+    sleep 0.2
   done
+  return 1
 }
 
 case $cmd in
 stop)
   stop_all
   log "stopped (folder $dir kept)"
+  exit 0
+  ;;
+stop-rgw)
+  stop_daemon rgw
+  log "radosgw stopped"
+  exit 0
+  ;;
+start-rgw)
+  dir=$(realpath -m "$dir")
+  conf=$dir/ceph.conf
+  # shellcheck disable=SC1091
+  source "$dir/ports.env"
+  [[ -f $dir/pids/mon.pid ]] || { log "no cluster in $dir"; exit 1; }
+  [[ -f $dir/pids/rgw.pid ]] && kill -0 "$(cat "$dir/pids/rgw.pid")" 2>/dev/null && { log "radosgw already runs"; exit 0; }
+  start_daemon rgw rgw radosgw -n client.rgw.ivmr
+  wait_rgw || { log "radosgw did not answer on 127.0.0.1:$rgw_port"; exit 1; }
+  log "radosgw up on 127.0.0.1:$rgw_port"
   exit 0
   ;;
 status)
@@ -83,6 +118,7 @@ fi
 rm -rf "$dir"
 mkdir -p "$dir"/{mon,osd,mgr,rgw,run,log,pids}
 conf=$dir/ceph.conf
+echo "mon_port=$mon_port rgw_port=$rgw_port" >"$dir/ports.env"
 fsid=$(cat /proc/sys/kernel/random/uuid)
 cat >"$conf" <<CONF
 [global]
@@ -102,6 +138,11 @@ osd pool default min size = 1
 osd pool default pg num = 8
 osd pool default pgp num = 8
 osd crush chooseleaf type = 0
+# The OSD's own start-up commands to the monitor (crush location, device class) sometimes leave
+# before its monitor client has the monmap, carry fsid 0, are refused ('wrong fsid'), and the OSD
+# never boots. The script places the OSD in the CRUSH map itself.
+osd crush update on start = false
+osd class update on start = false
 mon allow pool size one = true
 mon allow pool delete = true
 mon data avail warn = 1
@@ -121,12 +162,6 @@ rgw data = $dir/rgw
 rgw dns name = 127.0.0.1
 CONF
 
-start_daemon() { # name pidname args...
-  local name=$1 pidname=$2
-  shift 2
-  setsid "$@" -f -c "$conf" >"$dir/log/$name.out" 2>&1 </dev/null &
-  echo $! >"$dir/pids/$pidname.pid"
-}
 fail() {
   log "$1; see $dir/log"
   tail -n 20 "$dir"/log/*.out "$dir"/log/*.log >&2 2>/dev/null || true
@@ -149,24 +184,29 @@ start_daemon mgr mgr ceph-mgr -i x
 
 osd_uuid=$(cat /proc/sys/kernel/random/uuid)
 osd_id=$(ceph_ osd new "$osd_uuid")
-ceph-osd -i "$osd_id" --mkfs --osd-uuid "$osd_uuid" -c "$conf" >/dev/null 2>&1 || fail "ceph-osd --mkfs failed"
+osd_up() { ceph_ osd stat 2>/dev/null | grep -q "1 up"; }
 ceph_ osd crush add "osd.$osd_id" 1.0 host=localhost root=default >/dev/null 2>&1 || true
-start_daemon osd osd ceph-osd -i "$osd_id"
-for _ in $(seq 1 150); do
-  ceph_ osd stat 2>/dev/null | grep -q "1 up" && break
-  sleep 0.2
+# An OSD that has not booted after about 30 s is made again and restarted (twice at most).
+for attempt in 1 2 3; do
+  rm -rf "$dir/osd" && mkdir -p "$dir/osd"
+  ceph-osd -i "$osd_id" --mkfs --osd-uuid "$osd_uuid" -c "$conf" >/dev/null 2>&1 || fail "ceph-osd --mkfs failed"
+  start_daemon osd osd ceph-osd -i "$osd_id"
+  for _ in $(seq 1 25); do
+    osd_up && break
+    sleep 0.5
+  done
+  osd_up && break
+  log "the OSD did not come up (attempt $attempt)"
+  pid=$(cat "$dir/pids/osd.pid")
+  kill -KILL "$pid" 2>/dev/null || true
+  for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  rm -f "$dir/pids/osd.pid"
 done
-ceph_ osd stat 2>/dev/null | grep -q "1 up" || fail "the OSD did not come up"
+osd_up || fail "the OSD did not come up"
 log "osd.$osd_id up (memstore)"
 
 start_daemon rgw rgw radosgw -n client.rgw.ivmr
-# Any HTTP answer will do (node is there: the project needs it; curl may not be).
-rgw_up() { node -e "fetch('http://127.0.0.1:$rgw_port/').then(() => process.exit(0), () => process.exit(1))"; }
-for _ in $(seq 1 300); do
-  rgw_up && break
-  sleep 0.2
-done
-rgw_up || fail "radosgw did not answer on 127.0.0.1:$rgw_port"
+wait_rgw || fail "radosgw did not answer on 127.0.0.1:$rgw_port"
 # A radosgw that cannot bind its port exits; another one may be answering there instead.
 sleep 1
 kill -0 "$(cat "$dir/pids/rgw.pid")" 2>/dev/null || fail "radosgw exited (port $rgw_port taken?)"

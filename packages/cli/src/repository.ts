@@ -12,6 +12,8 @@ export interface RepoFlags {
   readonly repo: string;
   /** The S3 endpoint of an `s3://` repository (default `$AWS_ENDPOINT_URL`, else AWS). */
   readonly s3Endpoint?: string;
+  /** Seconds to wait for other processes' conflicting locks (`--lock-wait`). */
+  readonly lockWait?: number;
 }
 
 /** Help of `--repo`, the same in every command. */
@@ -20,6 +22,10 @@ export const REPO_HELP =
 /** Help of `--s3-endpoint`. */
 export const S3_ENDPOINT_HELP =
   'endpoint of an s3:// repository, e.g. http://127.0.0.1:7480 for a Ceph RGW (default $AWS_ENDPOINT_URL, else AWS); credentials and region come from the AWS environment and profiles';
+
+/** Help of `--lock-wait`. */
+export const LOCK_WAIT_HELP =
+  'seconds to wait while other processes hold conflicting repository locks (a running backup or prune) before failing with IVMR_LOCKED';
 
 /** `s3://bucket[/prefix]` split, or undefined for a folder. */
 export function parseS3Url(location: string): { bucket: string; prefix: string } | undefined {
@@ -43,6 +49,7 @@ export async function openRepository(
   flags: RepoFlags,
   options: LocalRepositoryOptions = {},
 ): Promise<Repository> {
+  if (flags.lockWait !== undefined) options = { ...options, lockWait: flags.lockWait * 1000 };
   const s3 = parseS3Url(flags.repo);
   if (!s3) return openLocalRepository(flags.repo, options);
   // The AWS SDK warns on every run that its releases from 2027 on will want Node 22: noise on a

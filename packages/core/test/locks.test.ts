@@ -1,6 +1,6 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { readdir, writeFile } from 'node:fs/promises';
+import { readdir, rm, writeFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -56,11 +56,14 @@ function backup(repo: Repository) {
 }
 
 interface LockFile {
+  mode?: 'read' | 'write' | 'exclusive';
   exclusive: boolean;
   operation: string;
   host: string;
   pid: number;
   time: string;
+  vm?: string;
+  maps?: string[];
 }
 
 async function writeLock(
@@ -76,13 +79,20 @@ function minutesAgo(m: number): string {
   return new Date(Date.now() - m * 60_000).toISOString();
 }
 
+async function readsBack(repo: Repository, point: string): Promise<void> {
+  const opened = await repo.openPoint('vm1', point);
+  expectBytes(await opened.disk('d0').read(0, DISK.length), DISK);
+  await opened.close();
+}
+
 describe('repository locks', () => {
-  it('an exclusive lock of another live process makes backup, forget, openPoint and verify IVMR_LOCKED naming the holder', async () => {
+  it('an exclusive lock (prune, repair) of another live process makes backup, forget, prune and repair IVMR_LOCKED naming the holder; reads go on', async () => {
     const { dir, repo, point } = await repoWithPoint();
     const pid = await otherLiveProcess();
     const holder = {
+      mode: 'exclusive' as const,
       exclusive: true,
-      operation: 'backup web01',
+      operation: 'prune',
       host: hostname(),
       pid,
       time: minutesAgo(1),
@@ -90,39 +100,72 @@ describe('repository locks', () => {
     const lock = await writeLock(dir, holder);
     const locked = { code: ErrorCode.LOCKED, details: { lock, ...holder } };
     await expect(backup(repo)).rejects.toMatchObject(locked);
-    await expect(backup(repo)).rejects.toThrow(`backup web01 (pid ${pid} on ${hostname()}`);
+    await expect(backup(repo)).rejects.toThrow(`prune (pid ${pid} on ${hostname()}`);
     await expect(repo.forget({ vm: 'vm1', keepLast: 1 })).rejects.toMatchObject(locked);
-    await expect(repo.openPoint('vm1', point)).rejects.toMatchObject(locked);
-    await expect(repo.verify()).rejects.toMatchObject(locked);
+    await expect(repo.prune()).rejects.toMatchObject(locked);
     await expect(repo.repair()).rejects.toMatchObject(locked);
+    await readsBack(repo, point);
+    expect((await repo.verify()).ok).toBe(true);
     // Nothing was done, and the holder's lock is left alone.
     expect((await repo.listPoints('vm1')).map((p) => p.id)).toEqual([point]);
     expect(await readdir(join(dir, 'locks'))).toEqual([lock]);
     await repo.close();
   });
 
-  it('a shared lock of another live process blocks backup and forget, not reads', async () => {
+  it("a write lock (backup, forget) blocks writes of its VM and prune, not other VMs' backups or reads", async () => {
     const { dir, repo, point } = await repoWithPoint();
     const pid = await otherLiveProcess();
     const holder = {
+      mode: 'write' as const,
       exclusive: false,
-      operation: 'read vm1',
+      operation: 'backup vm1',
+      vm: 'vm1',
       host: hostname(),
       pid,
       time: minutesAgo(0),
     };
-    const lock = await writeLock(dir, holder);
-    await expect(backup(repo)).rejects.toMatchObject({ code: ErrorCode.LOCKED, details: { pid } });
-    await expect(repo.forget({ vm: 'vm1', keepLast: 1 })).rejects.toMatchObject({
-      code: ErrorCode.LOCKED,
-      details: { pid },
+    await writeLock(dir, holder);
+    const locked = { code: ErrorCode.LOCKED, details: { pid, vm: 'vm1' } };
+    await expect(backup(repo)).rejects.toMatchObject(locked);
+    await expect(repo.forget({ vm: 'vm1', keepLast: 1 })).rejects.toMatchObject(locked);
+    await expect(repo.prune()).rejects.toMatchObject(locked);
+    const other = await repo.backup({
+      vm: 'vm2',
+      disks: [{ name: 'd0', source: new MemoryBlockSource(DISK) }],
     });
-    const opened = await repo.openPoint('vm1', point);
-    expectBytes(await opened.disk('d0').read(0, DISK.length), DISK);
-    expect((await readdir(join(dir, 'locks'))).length).toBe(2);
-    await opened.close();
-    expect((await repo.verify()).ok).toBe(true);
-    expect(await readdir(join(dir, 'locks'))).toEqual([lock]);
+    expect(other.sequence).toBe(1);
+    // forget of another VM removes its points but must skip the prune, and says why.
+    await repo.backup({ vm: 'vm2', disks: [{ name: 'd0', source: new MemoryBlockSource(DISK) }] });
+    const report = await repo.forget({ vm: 'vm2', keepLast: 1 });
+    expect(report.removed).toEqual([other.id]);
+    expect(report.prune).toBeNull();
+    expect(report.pruneSkipped).toContain('backup vm1');
+    await readsBack(repo, point);
+    await repo.close();
+  });
+
+  it('a read lease of another process blocks nothing; a reader of the first lock format holds prune off', async () => {
+    const { dir, repo, point } = await repoWithPoint();
+    const pid = await otherLiveProcess();
+    const lease = {
+      mode: 'read' as const,
+      exclusive: false,
+      operation: 'read vm1',
+      maps: [],
+      host: hostname(),
+      pid,
+      time: minutesAgo(0),
+    };
+    const name = await writeLock(dir, lease);
+    await backup(repo);
+    await repo.forget({ vm: 'vm1', keepLast: 1 });
+    await repo.prune();
+    expect(await readdir(join(dir, 'locks'))).toEqual([name]);
+    const { mode: _, maps: __, ...legacy } = lease;
+    await writeLock(dir, legacy, name);
+    await expect(repo.prune()).rejects.toMatchObject({ code: ErrorCode.LOCKED, details: { pid } });
+    await backup(repo);
+    await readsBack(repo, point === '' ? point : (await repo.listPoints('vm1')).at(-1)!.id);
     await repo.close();
   });
 
@@ -152,9 +195,9 @@ describe('repository locks', () => {
       'older than 30 minutes',
       async () => ({ pid: await otherLiveProcess(), time: minutesAgo(31) }),
     ],
-  ])('a stale lock (%s) is removed and the operation proceeds', async (_, stale) => {
+  ])('a stale lock (%s) is removed by the next locker and the operation proceeds', async (_, stale) => {
     const { dir, repo } = await repoWithPoint();
-    for (const op of ['backup', 'forget', 'openPoint'] as const) {
+    for (const op of ['backup', 'forget', 'prune'] as const) {
       const lock = {
         exclusive: true,
         operation: 'backup vm9',
@@ -164,14 +207,14 @@ describe('repository locks', () => {
       await writeLock(dir, lock);
       if (op === 'backup') await backup(repo);
       if (op === 'forget') await repo.forget({ vm: 'vm1', keepLast: 1 });
-      if (op === 'openPoint') {
-        const newest = (await repo.listPoints('vm1')).at(-1)!;
-        const opened = await repo.openPoint('vm1', newest.id);
-        expectBytes(await opened.disk('d0').read(0, DISK.length), DISK);
-        await opened.close();
-      }
+      if (op === 'prune') await repo.prune();
       expect(await readdir(join(dir, 'locks')), op).toEqual([]);
     }
+    // A stale read lease protects nothing any more: prune removes it.
+    const lease = { mode: 'read' as const, exclusive: false, operation: 'read', host: hostname() };
+    await writeLock(dir, { ...lease, maps: ['0'.repeat(64)], ...(await stale()) });
+    await repo.prune();
+    expect(await readdir(join(dir, 'locks'))).toEqual([]);
     await repo.close();
   });
 
@@ -182,15 +225,43 @@ describe('repository locks', () => {
       code: ErrorCode.LOCKED,
       details: { lock: 'garbled' },
     });
+    await expect(repo.prune()).rejects.toMatchObject({ code: ErrorCode.LOCKED });
     await repo.close();
   });
 
-  it('locks of this process never conflict, and every lock is released', async () => {
+  it('with lockWait, a writer waits for a conflicting lock to go and then proceeds', async () => {
+    const { dir, repo } = await repoWithPoint();
+    const pid = await otherLiveProcess();
+    const name = await writeLock(dir, {
+      mode: 'write',
+      exclusive: false,
+      operation: 'backup vm1',
+      vm: 'vm1',
+      host: hostname(),
+      pid,
+      time: minutesAgo(0),
+    });
+    const patient = await openLocalRepository(dir, { lockWait: 20_000 });
+    const waiting = backup(patient);
+    let done = false;
+    void waiting.then(() => {
+      done = true;
+    });
+    await new Promise((r) => setTimeout(r, 600));
+    expect(done).toBe(false);
+    await rm(join(dir, 'locks', name));
+    expect((await waiting).sequence).toBe(2);
+    await patient.close();
+    await repo.close();
+  });
+
+  it('a reader of this process does not block a backup or prune of this process; every lock is released', async () => {
     const { dir, repo, point } = await repoWithPoint();
     const opened = await repo.openPoint('vm1', point);
-    // A shared lock of our own is held while an exclusive backup runs in the same process.
     const second = await backup(repo);
     expect(second.sequence).toBe(2);
+    await repo.forget({ vm: 'vm1', keepLast: 1 });
+    expectBytes(await opened.disk('d0').read(0, DISK.length), DISK);
     await opened.close();
     expect(await readdir(join(dir, 'locks'))).toEqual([]);
     await repo.close();

@@ -13,12 +13,13 @@ import { formatBytes } from '../format.js';
 import { type CliIo, usageError, writeJson, writeLine } from '../io.js';
 import { collect, parseBlockSize, wholeNumber } from '../parse.js';
 import { startProgress } from '../progress.js';
-import { REPO_HELP, S3_ENDPOINT_HELP, withRepository } from '../repository.js';
+import { LOCK_WAIT_HELP, REPO_HELP, S3_ENDPOINT_HELP, withRepository } from '../repository.js';
 
 /** Flags of `ivmr backup`, as commander parses them. */
 export interface BackupFlags {
   readonly repo: string;
   readonly s3Endpoint?: string;
+  readonly lockWait?: number;
   readonly vm: string;
   readonly blockSize?: number;
   readonly codec?: CodecName;
@@ -45,6 +46,7 @@ export function defineBackup(program: Command): Command {
     .argument('<image...>', 'raw disk images of the VM, one per disk, in order')
     .requiredOption('--repo <dir>', REPO_HELP)
     .option('--s3-endpoint <url>', S3_ENDPOINT_HELP)
+    .option('--lock-wait <seconds>', LOCK_WAIT_HELP, wholeNumber(0))
     .requiredOption('--vm <name>', 'VM name')
     .option(
       '--block-size <size>',

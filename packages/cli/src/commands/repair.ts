@@ -1,11 +1,13 @@
 import type { Command } from 'commander';
 import { type CliIo, ExitCode, writeJson, writeLine } from '../io.js';
-import { REPO_HELP, S3_ENDPOINT_HELP, withRepository } from '../repository.js';
+import { wholeNumber } from '../parse.js';
+import { LOCK_WAIT_HELP, REPO_HELP, S3_ENDPOINT_HELP, withRepository } from '../repository.js';
 
 /** Flags of `ivmr repair`. */
 export interface RepairFlags {
   readonly repo: string;
   readonly s3Endpoint?: string;
+  readonly lockWait?: number;
   readonly json?: boolean;
 }
 
@@ -21,6 +23,7 @@ export function defineRepair(program: Command): Command {
     )
     .requiredOption('--repo <dir>', REPO_HELP)
     .option('--s3-endpoint <url>', S3_ENDPOINT_HELP)
+    .option('--lock-wait <seconds>', LOCK_WAIT_HELP, wholeNumber(0))
     .option('--json', 'print the repair report as JSON');
 }
 

@@ -289,7 +289,7 @@ async function commitPoint(
 /**
  * Rewrites `point` as deltas against `newBase` (which must resolve independently of `point`).
  * What `point` reads does not change; its new maps are stored before its object is replaced, so a
- * crash leaves either representation.
+ * crash leaves either representation. The old maps stay until a prune: readers may hold them.
  */
 export async function rebase(
   ctx: RepoContext,
@@ -316,23 +316,7 @@ export async function rebase(
   const next: RestorePointInfo = { ...point, kind, base: anyDelta ? newBase!.id : null, disks };
   await ctx.store.put('point', next.id, encodePoint(next));
   byId.set(next.id, next);
-  await deleteUnreferencedMaps(
-    ctx,
-    point.disks.map((d) => d.map),
-    byId,
-  );
   return next;
-}
-
-/** Deletes those of `maps` that no point in `byId` names any more. */
-export async function deleteUnreferencedMaps(
-  ctx: RepoContext,
-  maps: readonly string[],
-  byId: ReadonlyMap<string, RestorePointInfo>,
-): Promise<void> {
-  const live = new Set<string>();
-  for (const p of byId.values()) for (const d of p.disks) live.add(d.map);
-  for (const m of new Set(maps)) if (!live.has(m)) await ctx.store.delete('map', m);
 }
 
 /** Default disk names: the given name, the image's base name, or `disk<N>`; all unique. */

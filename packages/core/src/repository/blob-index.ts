@@ -27,13 +27,18 @@ export class BlobIndex {
   readonly #frameLengths: number[] = [];
   readonly #packNames: string[] = [];
   readonly #packNumbers = new Map<string, number>();
+  /** Packs found missing from the store (pruned or repaired away): their blobs may move. */
+  readonly #gone = new Set<number>();
 
   /** Number of distinct blobs. */
   get size(): number {
     return this.#ids.length;
   }
 
-  /** Adds the blobs of a pack. A blob already indexed keeps its first location. */
+  /**
+   * Adds the blobs of a pack. A blob already indexed keeps its first location, unless that
+   * location's pack is gone ({@link markPackGone}).
+   */
   addPack(pack: string, blobs: readonly BlobEntry[]): void {
     let packNo = this.#packNumbers.get(pack);
     if (packNo === undefined) {
@@ -41,9 +46,14 @@ export class BlobIndex {
       this.#packNames.push(pack);
       this.#packNumbers.set(pack, packNo);
     }
+    const gone = this.#gone.has(packNo);
     for (const b of blobs) {
       const hex = Buffer.from(b.id).toString('hex');
-      if (this.#slots.has(hex)) continue;
+      const slot = this.#slots.get(hex);
+      if (slot !== undefined) {
+        if (!gone && this.#gone.has(this.#pack[slot]!)) this.#relocate(slot, packNo, b);
+        continue;
+      }
       this.#slots.set(hex, this.#ids.length);
       this.#ids.push(hex);
       this.#pack.push(packNo);
@@ -54,6 +64,25 @@ export class BlobIndex {
       this.#frameCount.push(b.frameLengths.length);
       for (const l of b.frameLengths) this.#frameLengths.push(l);
     }
+  }
+
+  /**
+   * Records that `pack` is no longer in the store (a prune rewrote it, or it was lost). Packs
+   * added from now on take over the locations of its blobs; slots do not change.
+   */
+  markPackGone(pack: string): void {
+    const packNo = this.#packNumbers.get(pack);
+    if (packNo !== undefined) this.#gone.add(packNo);
+  }
+
+  #relocate(slot: number, packNo: number, b: BlobEntry): void {
+    this.#pack[slot] = packNo;
+    this.#offset[slot] = b.offset;
+    this.#raw[slot] = b.rawLength;
+    this.#shift[slot] = b.frameShift;
+    this.#frameStart[slot] = this.#frameLengths.length;
+    this.#frameCount[slot] = b.frameLengths.length;
+    for (const l of b.frameLengths) this.#frameLengths.push(l);
   }
 
   /**

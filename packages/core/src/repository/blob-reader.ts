@@ -24,10 +24,22 @@ export class BlobReader {
   #cachedBytes = 0;
   readonly #loading = new Map<number, Promise<Uint8Array>>();
 
-  constructor(store: StoreAdapter, index: BlobIndex, options: FrameCacheOptions = {}) {
+  readonly #relocate: ((pack: string) => Promise<void>) | undefined;
+
+  /**
+   * `relocate` is called when a pack is missing: it may move the pack's blobs in `index` (after a
+   * prune rewrote the pack); the read is then tried once more at the blob's new location.
+   */
+  constructor(
+    store: StoreAdapter,
+    index: BlobIndex,
+    options: FrameCacheOptions = {},
+    relocate?: (pack: string) => Promise<void>,
+  ) {
     this.#store = store;
     this.#index = index;
     this.#maxBytes = options.maxBytes ?? 16 * 1024 * 1024;
+    this.#relocate = relocate;
   }
 
   /**
@@ -104,7 +116,13 @@ export class BlobReader {
     return Promise.all(result);
   }
 
-  async #load(slot: number, loc: BlobLocation, first: number, last: number): Promise<Uint8Array[]> {
+  async #load(
+    slot: number,
+    loc: BlobLocation,
+    first: number,
+    last: number,
+    retried = false,
+  ): Promise<Uint8Array[]> {
     let start = loc.offset;
     for (let f = 0; f < first; f++) start += loc.frameLengths[f]!;
     let length = 0;
@@ -115,6 +133,11 @@ export class BlobReader {
       bytes = await this.#store.get('pack', loc.pack, { offset: start, length });
     } catch (err) {
       if (isIvmrError(err, ErrorCode.NOT_FOUND)) {
+        if (this.#relocate && !retried) {
+          await this.#relocate(loc.pack);
+          const moved = this.#index.location(slot);
+          if (moved.pack !== loc.pack) return this.#load(slot, moved, first, last, true);
+        }
         throw new IvmrError(ErrorCode.NOT_FOUND, `blob ${id}: its pack ${loc.pack} is missing`, {
           cause: err,
           details: { blob: id, pack: loc.pack },

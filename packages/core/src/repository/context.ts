@@ -45,7 +45,89 @@ export class RepoContext {
     readonly config: RepositoryConfig,
     cache: FrameCacheOptions,
   ) {
-    this.reader = new BlobReader(store, this.index, cache);
+    this.reader = new BlobReader(store, this.index, cache, (pack) => this.relocate(pack));
+  }
+
+  /** Index reloads asked for, and the number of the last one that completed. */
+  #relocationsAsked = 0;
+  #relocationsDone = 0;
+  #relocating: Promise<void> | undefined;
+
+  /**
+   * A pack is missing from the store: a prune (or repair) of another process may have rewritten
+   * it and moved its live blobs. Marks it gone and reads the current index objects, so that the
+   * blobs' slots point to their new packs. Concurrent calls share reloads; each call returns only
+   * after a reload that started after it was made.
+   */
+  async relocate(pack: string): Promise<void> {
+    this.index.markPackGone(pack);
+    const asked = ++this.#relocationsAsked;
+    while (this.#relocationsDone < asked) {
+      if (!this.#relocating) {
+        const upTo = this.#relocationsAsked;
+        this.#relocating = this.#reindex()
+          .then(() => {
+            this.#relocationsDone = Math.max(this.#relocationsDone, upTo);
+          })
+          .finally(() => {
+            this.#relocating = undefined;
+          });
+      }
+      await this.#relocating;
+    }
+  }
+
+  /** Loads new index objects and adds every listed pack again (moving blobs of gone packs). */
+  async #reindex(): Promise<void> {
+    for await (const { name } of this.store.list('index')) {
+      let packs = this.indexObjects.get(name);
+      if (!packs) {
+        try {
+          packs = decodeIndex(await this.store.get('index', name), `index ${name}`);
+        } catch (err) {
+          if (isIvmrError(err, ErrorCode.NOT_FOUND)) continue;
+          throw err;
+        }
+        this.indexObjects.set(name, packs);
+      }
+      for (const p of packs) this.index.addPack(p.pack, p.blobs);
+    }
+  }
+
+  /**
+   * The points whose maps reading `point` may need: it and its bases up to a full point (or a
+   * missing base, which resolving reports). Guarded against loops.
+   */
+  chain(point: RestorePointInfo, byId: ReadonlyMap<string, RestorePointInfo>): RestorePointInfo[] {
+    const chain = [point];
+    const seen = new Set([point.id]);
+    for (let p = point; p.base !== null; ) {
+      const base = byId.get(p.base);
+      if (!base || seen.has(base.id)) break;
+      seen.add(base.id);
+      chain.push(base);
+      p = base;
+    }
+    return chain;
+  }
+
+  /**
+   * True when every point of `chain` is still stored as it was read (same base and maps): what
+   * a reader checks after taking its lease, to know that no forget or rebase slipped in between.
+   */
+  async unchanged(chain: readonly RestorePointInfo[]): Promise<boolean> {
+    for (const p of chain) {
+      let now: RestorePointInfo;
+      try {
+        now = parsePoint(await this.store.get('point', p.id), p.id);
+      } catch (err) {
+        if (isIvmrError(err, ErrorCode.NOT_FOUND)) return false;
+        throw err;
+      }
+      if (now.base !== p.base || now.disks.length !== p.disks.length) return false;
+      if (now.disks.some((d, i) => d.map !== p.disks[i]!.map)) return false;
+    }
+    return true;
   }
 
   async loadIndex(): Promise<void> {
@@ -125,12 +207,14 @@ export class RepoContext {
 
   /**
    * The flat block map of disk `disk` at `point`: follows base links to the nearest full map
-   * and applies each delta on the way back. Rejects with `IVMR_FORMAT` for a broken chain.
+   * and applies each delta on the way back; `used` receives the maps' names, newest first.
+   * Rejects with `IVMR_FORMAT` for a broken chain.
    */
   async resolve(
     point: RestorePointInfo,
     disk: string,
     byId: ReadonlyMap<string, RestorePointInfo>,
+    used?: string[],
   ): Promise<FlatBlockMap> {
     const maps: BlockMap[] = [];
     let p: RestorePointInfo | undefined = point;
@@ -143,6 +227,7 @@ export class RepoContext {
         throw chainError(point, disk, `block map ${d.map} does not match point ${p.id}`);
       }
       maps.push(map);
+      used?.push(d.map);
       if (map.kind === 'full') break;
       if (p.base === null)
         throw chainError(point, disk, `point ${p.id} has a delta map but no base`);

@@ -1,10 +1,11 @@
 import { ErrorCode, IvmrError, isIvmrError } from '../errors.js';
-import { mapId, ZERO_ID } from '../format/block-map.js';
+import { type BlockMap, mapId, ZERO_ID } from '../format/block-map.js';
 import { sha256 } from '../format/codec.js';
 import { encodeIndex, type IndexedPack } from '../format/index-file.js';
 import { type BlobEntry, decodePackTrailer, storedLength } from '../format/pack.js';
-import { deleteUnreferencedMaps, rebase } from './backup.js';
+import { rebase } from './backup.js';
 import type { RepoContext } from './context.js';
+import type { Leases } from './lock.js';
 import { PackWriter } from './pack-writer.js';
 import { checkVmName, type RestorePointInfo } from './points.js';
 
@@ -13,7 +14,11 @@ export interface ForgetOptions {
   readonly vm: string;
   /** Keep the newest N restore points of the VM (N >= 1); older ones are removed. */
   readonly keepLast: number;
-  /** Also delete blobs no point needs any more (default true). */
+  /**
+   * Also delete blobs no point needs any more (default true). The prune needs the exclusive lock:
+   * while backups or other forgets run it waits for them up to the repository's `lockWait`, and is
+   * otherwise skipped (see {@link ForgetReport.pruneSkipped}).
+   */
   readonly prune?: boolean;
 }
 
@@ -36,14 +41,20 @@ export interface ForgetReport {
   /** Ids of kept points rewritten against a new base (synthetic fulls among them). */
   readonly rebased: readonly string[];
   readonly prune: PruneReport | null;
+  /** Why the prune was skipped though asked for (another process held a conflicting lock). */
+  readonly pruneSkipped?: string;
 }
 
 /**
  * Removes all but the newest `keepLast` points of a VM without breaking a chain: every kept point
  * whose base is removed is first rewritten against its nearest kept ancestor (or as a full), and
- * only then are the removed points deleted. What every kept point reads never changes.
+ * only then are the removed points deleted. What every kept point reads never changes. Deletes
+ * no map, pack or index object: that is prune's work (readers may still use them).
  */
-export async function runForget(ctx: RepoContext, options: ForgetOptions): Promise<ForgetReport> {
+export async function runForget(
+  ctx: RepoContext,
+  options: ForgetOptions,
+): Promise<{ removed: string[]; rebased: string[] }> {
   checkVmName(options.vm);
   if (!Number.isInteger(options.keepLast) || options.keepLast < 1) {
     throw new IvmrError(
@@ -72,41 +83,65 @@ export async function runForget(ctx: RepoContext, options: ForgetOptions): Promi
     await rebase(ctx, byId.get(p.id)!, target === null ? null : byId.get(target)!, byId);
     rebased.push(p.id);
   }
-  const removedMaps: string[] = [];
   for (const id of doomed) {
-    const p = byId.get(id)!;
     await ctx.store.delete('point', id);
     byId.delete(id);
-    removedMaps.push(...p.disks.map((d) => d.map));
   }
-  await deleteUnreferencedMaps(ctx, removedMaps, byId);
-  const prune = options.prune === false ? null : await runPrune(ctx, [...byId.values()]);
-  return { removed: [...doomed], rebased, prune };
+  return { removed: [...doomed], rebased };
 }
 
 /**
- * Deletes what no restore point needs: unreferenced maps, blobs and packs. Packs with some dead
- * blobs are rewritten with the live ones (stored bytes copied, not recompressed). Order: new packs,
- * then one new index of every live blob, then old indexes, then old packs, so a crash at any
- * moment loses nothing a point needs. Refuses to run when an index object is unreadable.
+ * Deletes what neither a restore point nor a reader's lease needs: unreferenced maps, blobs and
+ * packs. Packs with some dead blobs are rewritten with the live ones (stored bytes copied, not
+ * recompressed). Order: new packs, then one new index of every live blob, then old indexes, then
+ * old packs, so a crash at any moment loses nothing a point needs, and readers find moved blobs
+ * in the new index. Refuses to run when an index object is unreadable.
  */
 export async function runPrune(
   ctx: RepoContext,
   points: readonly RestorePointInfo[],
+  leases: Leases,
 ): Promise<PruneReport> {
   refuseDamagedIndex(ctx);
   const liveMaps = new Set<string>();
   const live = new Set<string>();
+  const addAll = (map: BlockMap) => {
+    for (let i = 0; i < map.blocks.length; i++) {
+      const id = mapId(map, i);
+      if (!isZero(id)) live.add(Buffer.from(id).toString('hex'));
+    }
+  };
   for (const p of points) {
     for (const d of p.disks) {
       if (liveMaps.has(d.map)) continue;
+      addAll(await ctx.loadMap(d.map));
       liveMaps.add(d.map);
-      const map = await ctx.loadMap(d.map);
-      for (let i = 0; i < map.blocks.length; i++) {
-        const id = mapId(map, i);
-        if (!Buffer.from(id).equals(ZERO_ID)) live.add(Buffer.from(id).toString('hex'));
-      }
     }
+  }
+  // A lease may name maps of a point removed just before its reader checked its chain: that
+  // reader starts over, and nothing of a map that is gone is left to protect.
+  const leasedMap = async (name: string): Promise<BlockMap | null> => {
+    try {
+      const map = await ctx.loadMap(name);
+      liveMaps.add(name);
+      return map;
+    } catch (err) {
+      if (isIvmrError(err, ErrorCode.NOT_FOUND)) return null;
+      throw err;
+    }
+  };
+  for (const name of leases.maps) {
+    const map = await leasedMap(name);
+    if (map) addAll(map);
+  }
+  for (const chain of leases.chains) {
+    const maps: BlockMap[] = [];
+    for (const name of chain) {
+      const map = await leasedMap(name);
+      if (!map) break;
+      maps.push(map);
+    }
+    if (maps.length === chain.length) for (const id of visibleBlobs(maps)) live.add(id);
   }
   let mapsDeleted = 0;
   for await (const { name } of ctx.store.list('map')) {
@@ -196,6 +231,31 @@ export async function runPrune(
     mapsDeleted,
     packsAdopted,
   };
+}
+
+/**
+ * The blobs a chain of maps (newest first, down to a full map) resolves to: each block's blob
+ * comes from the newest map listing it, unless a newer map's disk ended before the block.
+ */
+function visibleBlobs(maps: readonly BlockMap[]): Set<string> {
+  const visible = new Set<string>();
+  const decided = new Set<number>();
+  let limit = Number.POSITIVE_INFINITY;
+  for (const map of maps) {
+    for (let i = 0; i < map.blocks.length; i++) {
+      const block = map.blocks[i]!;
+      if (block >= limit || decided.has(block)) continue;
+      decided.add(block);
+      const id = mapId(map, i);
+      if (!isZero(id)) visible.add(Buffer.from(id).toString('hex'));
+    }
+    limit = Math.min(limit, Math.ceil(map.diskSize / map.blockSize));
+  }
+  return visible;
+}
+
+function isZero(id: Uint8Array): boolean {
+  return Buffer.from(id.buffer, id.byteOffset, id.byteLength).equals(ZERO_ID);
 }
 
 /** Pruning with part of the index unreadable could delete live blobs: `IVMR_FORMAT` instead. */

@@ -21,7 +21,7 @@ import {
   runForget,
   runPrune,
 } from './forget.js';
-import { acquireLock, type HeldLock } from './lock.js';
+import { acquireLock, type HeldLock, type LockRequest, readLeases } from './lock.js';
 import { checkVmName, type PointDisk, type RestorePointInfo } from './points.js';
 import { runVerify, type VerifyOptions, type VerifyReport } from './verify.js';
 
@@ -29,6 +29,11 @@ import { runVerify, type VerifyOptions, type VerifyReport } from './verify.js';
 export interface RepositoryOpenOptions {
   /** Decoded-frame cache shared by all open disks. */
   frameCache?: FrameCacheOptions;
+  /**
+   * How long backup, forget, prune and repair wait for conflicting locks of other processes
+   * before `IVMR_LOCKED` (ms, default 0: fail at once).
+   */
+  lockWait?: number;
 }
 
 /** What `Repository.repair` did. */
@@ -44,16 +49,15 @@ export interface RepairReport {
  * A deduplicated backup repository on a {@link StoreAdapter}. One object serves many restore
  * points and disks; it is safe to use from concurrent async calls.
  *
- * Backups and forget take an exclusive repository lock for their duration; open restore points
- * and verify hold a shared one.
+ * Many processes may use one repository at once (FORMAT.md, "Locks and leases"): readers (open
+ * restore points, verify) hold leases that prune honours; backup and forget lock only their VM;
+ * prune and repair wait for writers and exclude them.
  */
 export class Repository {
   readonly store: StoreAdapter;
   readonly config: RepositoryConfig;
   #ctx: RepoContext;
   readonly #options: RepositoryOpenOptions;
-  /** Restore points opened through this object and not closed: prune waits for them. */
-  #openPoints = 0;
   #closed = false;
 
   private constructor(ctx: RepoContext, options: RepositoryOpenOptions) {
@@ -155,41 +159,56 @@ export class Repository {
 
   /**
    * Opens a restore point for reading (the newest of `vm` when `id` is omitted). Every disk's
-   * chain is resolved now, so reads cost the same whatever the chain length. Holds a shared
-   * repository lock until {@link RestorePoint.close}.
+   * chain is resolved now, so reads cost the same whatever the chain length. Holds a read lease on
+   * the chain's block maps until {@link RestorePoint.close}: no prune deletes what it reads, even
+   * after a forget removed the point. Sees points other processes committed since `open`.
    */
   async openPoint(vm: string, id?: string): Promise<RestorePoint> {
     this.#checkOpen();
-    const info = await this.findPoint(vm, id);
-    const lock = await acquireLock(this.store, false, `read ${vm}@${info.id}`);
-    try {
+    for (let attempt = 1; ; attempt++) {
       const ctx = this.#ctx;
+      // Points committed by other processes name blobs of index objects written since.
+      await ctx.loadIndex();
+      const info = await this.findPoint(vm, id);
       const byId = new Map((await ctx.points()).map((p) => [p.id, p]));
-      const disks = new Map<string, RestoreDisk>();
-      for (const d of info.disks) {
-        const flat = await ctx.resolve(info, d.name, byId);
-        disks.set(
-          d.name,
-          new RestoreDisk(d.name, flat, ctx.reader, (s) => ctx.index.idOf(s), {
-            vm,
-            point: info.id,
-          }),
-        );
-      }
-      this.#openPoints++;
-      let closed = false;
-      return new RestorePoint(info, disks, {
-        release: async () => {
-          if (!closed) {
-            closed = true;
-            this.#openPoints--;
-          }
-          await lock.release();
-        },
+      const chain = ctx.chain(info, byId);
+      const lock = await acquireLock(this.store, {
+        mode: 'read',
+        operation: `read ${vm}@${info.id}`,
+        maps: [...new Set(chain.flatMap((p) => p.disks.map((d) => d.map)))],
       });
-    } catch (err) {
-      await lock.release();
-      throw err;
+      try {
+        // A forget or rebase between reading the points and the lease: read them again.
+        if (!(await ctx.unchanged(chain))) {
+          await lock.release();
+          if (attempt < 5) continue;
+          throw new IvmrError(
+            ErrorCode.LOCKED,
+            `restore point ${vm}@${info.id} kept changing while it was opened; try again`,
+            { details: { vm, point: info.id } },
+          );
+        }
+        const disks = new Map<string, RestoreDisk>();
+        const chains: string[][] = [];
+        for (const d of info.disks) {
+          const used: string[] = [];
+          const flat = await ctx.resolve(info, d.name, byId, used);
+          chains.push(used);
+          disks.set(
+            d.name,
+            new RestoreDisk(d.name, flat, ctx.reader, (s) => ctx.index.idOf(s), {
+              vm,
+              point: info.id,
+            }),
+          );
+        }
+        // Narrow the lease to what the disks read: blobs later maps replaced may be pruned.
+        await lock.update({ chains });
+        return new RestorePoint(info, disks, lock);
+      } catch (err) {
+        await lock.release();
+        throw err;
+      }
     }
   }
 
@@ -199,35 +218,42 @@ export class Repository {
    * predecessor becomes a reverse delta). Reads each source once, in order, a block at a time.
    */
   async backup(options: BackupOptions): Promise<RestorePointInfo> {
-    return this.#exclusive(`backup ${options.vm}`, (ctx) => runBackup(ctx, options));
+    return this.#locked(
+      { mode: 'write', vm: options.vm, operation: `backup ${options.vm}` },
+      (ctx) => runBackup(ctx, options),
+    );
   }
 
   /**
-   * Removes old points of a VM and (by default) prunes what nothing needs any more. While
-   * restore points opened through this object are open, pruning is skipped (their blobs may be
-   * in packs a prune rewrites) and `prune` in the report is null: call {@link prune} later.
+   * Removes old points of a VM and (by default) prunes what nothing needs any more. Blobs that
+   * readers hold leases on (open restore points of any process, removed ones included) are kept
+   * until a later prune. When other writers keep the prune's exclusive lock past `lockWait`, the
+   * points are still removed, `prune` is null and `pruneSkipped` says why.
    */
   async forget(options: ForgetOptions): Promise<ForgetReport> {
-    const prune = options.prune !== false && this.#openPoints === 0;
-    const report = await this.#exclusive(`forget ${options.vm}`, (ctx) =>
-      runForget(ctx, { ...options, prune }),
+    const { removed, rebased } = await this.#locked(
+      { mode: 'write', vm: options.vm, operation: `forget ${options.vm}` },
+      (ctx) => runForget(ctx, options),
     );
     await this.#reload();
-    return report;
+    if (options.prune === false) return { removed, rebased, prune: null };
+    try {
+      return { removed, rebased, prune: await this.prune() };
+    } catch (err) {
+      if (!isIvmrError(err, ErrorCode.LOCKED)) throw err;
+      return { removed, rebased, prune: null, pruneSkipped: err.message };
+    }
   }
 
   /**
-   * Deletes blobs, packs and maps no restore point needs (what `forget` does after removing
-   * points). Rejects with `IVMR_LOCKED` while restore points opened through this object are open.
+   * Deletes blobs, packs and maps that neither a restore point nor a reader's lease needs (what
+   * `forget` does after removing points). Takes the exclusive lock: waits for running backups
+   * and forgets up to `lockWait`, then `IVMR_LOCKED`.
    */
   async prune(): Promise<PruneReport> {
-    if (this.#openPoints > 0) {
-      throw new IvmrError(
-        ErrorCode.LOCKED,
-        `cannot prune ${this.store.location}: ${this.#openPoints} restore point(s) are open in this process`,
-      );
-    }
-    const report = await this.#exclusive('prune', async (ctx) => runPrune(ctx, await ctx.points()));
+    const report = await this.#locked({ mode: 'exclusive', operation: 'prune' }, async (ctx) =>
+      runPrune(ctx, await ctx.points(), await readLeases(this.store)),
+    );
     await this.#reload();
     return report;
   }
@@ -242,9 +268,18 @@ export class Repository {
       options.vm !== undefined && options.point !== undefined
         ? (await this.findPoint(options.vm, options.point)).id
         : undefined;
-    const lock = await acquireLock(this.store, false, 'verify');
+    await this.#reload();
+    const points = await this.#ctx.points();
+    const byId = new Map(points.map((p) => [p.id, p]));
+    const maps = new Set<string>();
+    for (const p of points)
+      for (const c of this.#ctx.chain(p, byId)) for (const d of c.disks) maps.add(d.map);
+    const lock = await acquireLock(this.store, {
+      mode: 'read',
+      operation: 'verify',
+      maps: [...maps],
+    });
     try {
-      await this.#reload();
       return await runVerify(this.#ctx, { ...options, point });
     } finally {
       await lock.release();
@@ -256,7 +291,7 @@ export class Repository {
    * damaged) and replaces every index object with one new one.
    */
   async repair(): Promise<RepairReport> {
-    return this.#exclusive('repair', async (ctx) => {
+    return this.#locked({ mode: 'exclusive', operation: 'repair' }, async (ctx) => {
       const packs: IndexedPack[] = [];
       const unreadablePacks: string[] = [];
       let blobs = 0;
@@ -291,11 +326,18 @@ export class Repository {
     await this.store.close?.();
   }
 
-  async #exclusive<T>(operation: string, fn: (ctx: RepoContext) => Promise<T>): Promise<T> {
+  async #locked<T>(
+    request: Omit<LockRequest, 'waitMs'>,
+    fn: (ctx: RepoContext) => Promise<T>,
+  ): Promise<T> {
     this.#checkOpen();
-    const lock: HeldLock = await acquireLock(this.store, true, operation);
+    const lock: HeldLock = await acquireLock(this.store, {
+      ...request,
+      waitMs: this.#options.lockWait ?? 0,
+    });
     try {
-      await this.#ctx.loadIndex();
+      // Start from the store as it is now: another process may have pruned since our last look.
+      await this.#reload();
       return await fn(this.#ctx);
     } finally {
       await lock.release();
@@ -348,7 +390,7 @@ export class RestorePoint {
     return disk;
   }
 
-  /** Closes the disks and releases the shared repository lock. */
+  /** Closes the disks and releases the read lease. */
   async close(): Promise<void> {
     for (const d of this.#disks.values()) await d.close();
     await this.#lock.release();
