@@ -14,6 +14,8 @@ export interface RepoFlags {
   readonly s3Endpoint?: string;
   /** Seconds to wait for other processes' conflicting locks (`--lock-wait`). */
   readonly lockWait?: number;
+  /** Seconds a read from an s3:// repository may take in all, retries included (`--s3-timeout`). */
+  readonly s3Timeout?: number;
 }
 
 /** Help of `--repo`, the same in every command. */
@@ -22,6 +24,10 @@ export const REPO_HELP =
 /** Help of `--s3-endpoint`. */
 export const S3_ENDPOINT_HELP =
   'endpoint of an s3:// repository, e.g. http://127.0.0.1:7480 for a Ceph RGW (default $AWS_ENDPOINT_URL, else AWS); credentials and region come from the AWS environment and profiles';
+
+/** Help of `--s3-timeout`. */
+export const S3_TIMEOUT_HELP =
+  'seconds a read from an s3:// repository may take, retries included, before the guest read fails with an I/O error (default 60)';
 
 /** Help of `--lock-wait`. */
 export const LOCK_WAIT_HELP =
@@ -61,6 +67,7 @@ export async function openRepository(
     bucket: s3.bucket,
     prefix: s3.prefix,
     ...(endpoint ? { endpoint } : {}),
+    ...(flags.s3Timeout !== undefined ? { getTimeoutMs: flags.s3Timeout * 1000 } : {}),
     createBucket: options.create === true,
   });
   try {

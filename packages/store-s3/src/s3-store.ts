@@ -43,6 +43,12 @@ export interface S3StoreOptions {
   readonly maxAttempts?: number;
   /** Milliseconds a request may take before it fails (and is retried); default 30000. */
   readonly requestTimeoutMs?: number;
+  /**
+   * Milliseconds a `get` (a blob read of a running VM) may take in all, retries and body
+   * included, before it fails with `IVMR_IO`; default 60000. A store that stops answering then
+   * costs a guest read this long at most, never a hung server.
+   */
+  readonly getTimeoutMs?: number;
   /** Objects of at least this many bytes are written by multipart upload; default 64 MiB. */
   readonly multipartThreshold?: number;
   /** Part size of a multipart upload (at least 5 MiB, as S3 requires); default 16 MiB. */
@@ -69,6 +75,7 @@ export class S3Store implements StoreAdapter {
   readonly #prefix: string;
   readonly #multipartThreshold: number;
   readonly #partSize: number;
+  readonly #getTimeoutMs: number;
 
   private constructor(client: S3Client, owns: boolean, options: S3StoreOptions) {
     this.#client = client;
@@ -78,6 +85,7 @@ export class S3Store implements StoreAdapter {
     this.#prefix = prefix === '' ? '' : `${prefix}/`;
     this.location = `s3://${options.bucket}/${prefix}`;
     this.#multipartThreshold = options.multipartThreshold ?? 64 * MiB;
+    this.#getTimeoutMs = options.getTimeoutMs ?? 60_000;
     this.#partSize = options.partSize ?? 16 * MiB;
     if (!Number.isSafeInteger(this.#partSize) || this.#partSize < 5 * MiB) {
       throw new IvmrError(
@@ -129,22 +137,34 @@ export class S3Store implements StoreAdapter {
       );
       return new Uint8Array(0);
     }
+    const what = `get ${key}`;
+    const abort = new AbortController();
+    const timer = setTimeout(() => abort.abort(), this.#getTimeoutMs);
     try {
-      const out = await this.#call(`get ${key}`, () =>
-        this.#client.send(
+      return await this.#call(what, async () => {
+        const out = await this.#client.send(
           new GetObjectCommand({
             Bucket: this.#bucket,
             Key: key,
             ...(range ? { Range: `bytes=${range.offset}-${range.offset + range.length - 1}` } : {}),
           }),
-        ),
-      );
-      const body = await out.Body?.transformToByteArray();
-      return body ?? new Uint8Array(0);
+          { abortSignal: abort.signal },
+        );
+        return (await out.Body?.transformToByteArray()) ?? new Uint8Array(0);
+      });
     } catch (err) {
+      if (abort.signal.aborted) {
+        throw new IvmrError(
+          ErrorCode.IO,
+          `${this.location}: ${what} timed out after ${this.#getTimeoutMs} ms`,
+          { cause: err, details: { timeoutMs: this.#getTimeoutMs } },
+        );
+      }
       // A range that starts at or past the end is a short (empty) result, as the contract says.
       if (range && httpStatus((err as IvmrError).cause) === 416) return new Uint8Array(0);
       throw err;
+    } finally {
+      clearTimeout(timer);
     }
   }
 

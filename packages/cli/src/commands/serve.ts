@@ -24,12 +24,13 @@ import { addBootProfilesOptions, bootProfilesOf } from '../boot-profiles.js';
 import { type CliIo, writeLine } from '../io.js';
 import { createServeMetrics, serveMetrics } from '../metrics.js';
 import { collect, parseByteSize, wholeNumber } from '../parse.js';
-import { openRepository, REPO_HELP, S3_ENDPOINT_HELP } from '../repository.js';
+import { openRepository, REPO_HELP, S3_ENDPOINT_HELP, S3_TIMEOUT_HELP } from '../repository.js';
 
 /** Flags of `ivmr serve`. */
 export interface ServeFlags {
   readonly repo: string;
   readonly s3Endpoint?: string;
+  readonly s3Timeout?: number;
   readonly cache: string;
   /** `[FOLDER=]VM[@POINT]`, repeatable. */
   readonly vm?: string[];
@@ -66,6 +67,7 @@ export function defineServe(program: Command): Command {
     )
     .requiredOption('--repo <dir>', REPO_HELP)
     .option('--s3-endpoint <url>', S3_ENDPOINT_HELP)
+    .option('--s3-timeout <seconds>', S3_TIMEOUT_HELP, wholeNumber(1))
     .requiredOption('--cache <dir>', 'cache folder: sessions, overlays, the file-handle key')
     .option(
       '--vm <[folder=]vm[@point]>',
