@@ -10,7 +10,7 @@ import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 
-/** Each benchmark: its id, its script (relative to benchmarks/) and its results. */
+/** Each benchmark: its id, its script (relative to benchmarks/), its arguments and its results. */
 export const BENCHMARKS = [
   { id: 'core', script: 'core/run.mjs', results: 'core.json' },
   { id: 'vmdk', script: 'vmdk/run.mjs', results: 'vmdk.json' },
@@ -20,6 +20,22 @@ export const BENCHMARKS = [
   { id: 'serve-micro', script: 'serve/micro.mjs', results: 'serve-micro.json' },
   { id: 'serve-first-byte', script: 'serve/first-byte.mjs', results: 'serve-first-byte.json' },
   { id: 'boot', script: 'boot/run.mjs', results: 'boot.json' },
+  // Issue #8: cold reads from an S3 repository (a Ceph RGW in the namespace) beside a local one.
+  {
+    id: 'serve-s3',
+    script: 'serve/run.mjs',
+    args: [
+      ...['--stores', 'lz4,s3', '--temps', 'cold', '--jobs', 'read-512k-qd4,randread-4k-qd16'],
+      ...['--out', 'results/s3'],
+    ],
+    results: 's3/serve.json',
+  },
+  {
+    id: 'serve-first-byte-s3',
+    script: 'serve/first-byte.mjs',
+    args: ['--store', 's3'],
+    results: 'serve-first-byte-s3.json',
+  },
 ];
 
 const here = fileURLToPath(new URL('.', import.meta.url));
@@ -60,5 +76,5 @@ function step(/** @type {string} */ what, /** @type {string[]} */ argv) {
 }
 
 step('build', ['npx', '-y', 'pnpm@10.34.8', '-r', 'run', 'build']);
-for (const b of chosen) step(b.id, [process.execPath, b.script]);
+for (const b of chosen) step(b.id, [process.execPath, b.script, ...(b.args ?? [])]);
 console.error(`\nall done: ${chosen.map((b) => `results/${b.results}`).join(', ')}`);

@@ -6,7 +6,7 @@
  * - `{ kind: 'qemu', drive, accel, timeoutMs }`: boots a raw image (a file, or an `nfs://` URL of
  *   nfs-ganesha's export) with `bootQemu`, the qemu command line `checkBoot` uses.
  * - `{ kind: 'ivmr', repo, vm, latencyMs, prefetch, profiles, record, accel, timeoutMs, tmpDir }`:
- *   `checkBoot` of the VM's newest point: a sandbox session served through ivmr's NFS datastore
+ *   `checkBoot` of the VM's newest point (`repo`: a folder or an `s3://` URL): a sandbox session served through ivmr's NFS datastore
  *   (embedded portmapper on 111), its read cache empty. With `latencyMs`, every object GET of the
  *   repository waits that long first, like an object store's first-byte latency.
  */
@@ -18,6 +18,18 @@ const { LocalStore, Repository } = await import(dist('core'));
 const { BootProfiles, bootQemu, checkBoot } = await import(dist('recovery'));
 
 const spec = JSON.parse(process.argv[2] ?? '{}');
+
+/**
+ * The store of `repo`: a folder, or `s3://bucket/prefix` on the S3 endpoint and with the keys
+ * of the AWS environment (the benchmark's Ceph cluster).
+ * @param {string} repo
+ */
+async function openStore(repo) {
+  if (!repo.startsWith('s3://')) return LocalStore.open(repo);
+  const { S3Store } = await import(dist('store-s3'));
+  const [bucket, ...prefix] = repo.slice('s3://'.length).split('/');
+  return S3Store.open({ bucket, prefix: prefix.join('/'), endpoint: process.env.AWS_ENDPOINT_URL });
+}
 
 /**
  * The guest kernel's uptime when it powered off (its `[ seconds] reboot: Power down` line), in
@@ -73,7 +85,7 @@ if (spec.kind === 'qemu') {
   const { output, ...rest } = run;
   print(rest, output, run.heartbeat !== undefined, 'output');
 } else if (spec.kind === 'ivmr') {
-  const local = await LocalStore.open(spec.repo);
+  const local = await openStore(spec.repo);
   const store = spec.latencyMs > 0 ? delayed(local, spec.latencyMs) : local;
   const repository = await Repository.open(store);
   try {

@@ -6,8 +6,10 @@
  * - a backup of it through ivmr's NFS datastore (`checkBoot`, a fresh sandbox with an empty read
  *   cache each time): cold (`ivmr`), with its boot profile prefetched before power-on
  *   (`ivmr-prefetch`, the prefetch timed apart) or while it boots (`ivmr-prefetch-bg`),
- * - and the same three from the repository behind a store whose every GET waits `--latency-ms`
- *   first, like an object store (`remote`, `remote-prefetch`, `remote-prefetch-bg`).
+ * - the same three from the repository behind a store whose every GET waits `--latency-ms`
+ *   first, like an object store (`remote`, `remote-prefetch`, `remote-prefetch-bg`),
+ * - and the same three from a real S3 repository on a single-node Ceph RADOS Gateway in the
+ *   benchmark's namespace (`s3`, `s3-prefetch`, `s3-prefetch-bg`; issue #8).
  * Variants alternate within each round (the order rotates), and every heartbeat's checksum of
  * the guest's files is compared with the image's. See ../README.md, "Boot".
  *
@@ -22,6 +24,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { median } from '../core/measure.mjs';
+import { startCeph } from '../nfs/ceph.mjs';
 import { Cleanups, lastLine, progressLog, wholeNumber } from '../nfs/common.mjs';
 import { DEFAULT_CONGESTION_CONTROL, openNamespace } from '../nfs/namespace.mjs';
 import { startGanesha } from '../nfs/servers.mjs';
@@ -36,6 +39,9 @@ const VARIANTS = [
   'remote',
   'remote-prefetch',
   'remote-prefetch-bg',
+  's3',
+  's3-prefetch',
+  's3-prefetch-bg',
 ];
 const VM = 'tvm';
 const LABELS = {
@@ -47,7 +53,11 @@ const LABELS = {
   remote: 'ivmr, remote store, cold',
   'remote-prefetch': 'ivmr, remote store, prefetched before power-on',
   'remote-prefetch-bg': 'ivmr, remote store, prefetched while booting',
+  s3: 'ivmr, S3 (Ceph RGW), cold',
+  's3-prefetch': 'ivmr, S3 (Ceph RGW), prefetched before power-on',
+  's3-prefetch-bg': 'ivmr, S3 (Ceph RGW), prefetched while booting',
 };
+const S3_REPO = 's3://ivmr-boot/repo';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const ONE = fileURLToPath(new URL('./boot-one.mjs', import.meta.url));
@@ -55,7 +65,8 @@ const USAGE = `node boot/run.mjs [options]          (npx -y pnpm@10.34.8 bench:b
 
 Time to heartbeat of the test VM (scripts/test-vm) booted by qemu from its raw image, from
 nfs-ganesha, and from its backup through ivmr (cold, and with its boot profile prefetched),
-also from a repository with object-store latency. Needs root (apt-get on the first run, network
+also from a repository with object-store latency and from S3 on a real Ceph RADOS Gateway
+(scripts/ceph/cluster.sh, in the benchmark's namespace). Needs root (apt-get on the first run, network
 namespaces). The first run builds the test VM and installs nfs-ganesha (setup/ganesha.sh).
 
   --rounds N           rounds; each boots every variant once (default 5)
@@ -202,10 +213,23 @@ async function main() {
     ]);
   }
 
+  if (variants.some((v) => v.startsWith('s3'))) {
+    log('starting a Ceph cluster with its S3 gateway in the namespace (scripts/ceph/cluster.sh)');
+    const ceph = await startCeph(nsI, join(tmp, 'ceph'));
+    cleanups.first(() => ceph.stop());
+    log(`backing the image up into ${S3_REPO} at ${ceph.endpoint}`);
+    const [cmd, ...args] = nsI.argv([
+      ...[process.execPath, CLI, 'backup', image],
+      ...['--repo', S3_REPO, '--vm', VM, '--codec', 'lz4'],
+    ]);
+    execFileSync(cmd, args, { stdio: ['ignore', 'ignore', 'inherit'] });
+  }
+
   const profiles = join(tmp, 'profiles');
   const sandboxes = join(tmp, 'sandbox');
   const ivmrSpec = (variant) => {
     const remote = variant.startsWith('remote');
+    const s3 = variant.startsWith('s3');
     const prefetch = variant.endsWith('-bg')
       ? 'background'
       : variant.includes('prefetch')
@@ -213,7 +237,7 @@ async function main() {
         : 'off';
     return {
       kind: 'ivmr',
-      repo,
+      repo: s3 ? S3_REPO : repo,
       vm: VM,
       latencyMs: remote ? options.latencyMs : 0,
       accel: options.accel,
@@ -275,11 +299,15 @@ async function main() {
     return run;
   };
 
-  if (variants.some((v) => v.includes('prefetch'))) {
-    log('recording the boot profile (one verified boot, cold)');
+  // Profiles are kept per repository: the local one serves the local and remote variants.
+  const recordFor = [];
+  if (variants.some((v) => v.includes('prefetch') && !v.startsWith('s3'))) recordFor.push('ivmr');
+  if (variants.some((v) => v.includes('prefetch') && v.startsWith('s3'))) recordFor.push('s3');
+  for (const from of recordFor) {
+    log(`recording the boot profile (one verified boot, cold, from ${from})`);
     await rm(sandboxes, { recursive: true, force: true });
     await mkdir(sandboxes);
-    const spec = { ...ivmrSpec('ivmr'), profiles, prefetch: 'off', record: true };
+    const spec = { ...ivmrSpec(from), profiles, prefetch: 'off', record: true };
     const r = JSON.parse(
       lastLine(
         await runIn(nsI, [process.execPath, ONE, JSON.stringify(spec)], options.timeoutMs + 60_000),
@@ -287,7 +315,7 @@ async function main() {
     );
     if (!r.booted || !r.profile)
       throw new Error(`the recording boot failed: ${r.reason}\n${r.serial}`);
-    results.profile = r.profile;
+    results.profile ??= r.profile;
   }
 
   for (let round = 1; round <= options.rounds; round++) {

@@ -33,6 +33,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { prng } from '../core/image.mjs';
 import { machineBusySeconds, median } from '../core/measure.mjs';
+import { startCeph } from '../nfs/ceph.mjs';
 import { Cleanups, parseSize, progressLog, wholeNumber } from '../nfs/common.mjs';
 import { openNamespace } from '../nfs/namespace.mjs';
 import { backUp, checkBuilt, startServe } from './ivmr.mjs';
@@ -79,6 +80,9 @@ qemu-io (qemu-utils) and the built \`ivmr\` (npx -y pnpm@10.34.8 -r run build).
   --out DIR            where serve-first-byte.json and .md go (default benchmarks/results)
   --tmp DIR            where the image, repository and cache folder live (default the OS temp
                        dir; needs about twice --data)
+  --store local|s3     where the repository is: a folder (default), or an S3 bucket on a
+                       single-node Ceph RADOS Gateway in the namespace (scripts/ceph/cluster.sh);
+                       s3 writes serve-first-byte-s3.json and .md
   --drop-caches        drop the page cache before each round (root; the whole machine's)
   --cpu-prof DIR       run ivmr serve under node --cpu-prof, profiles into DIR
   -h, --help           this text`;
@@ -92,6 +96,7 @@ const { values: opts } = parseArgs({
     out: { type: 'string', default: fileURLToPath(new URL('../results', import.meta.url)) },
     tmp: { type: 'string', default: tmpdir() },
     'drop-caches': { type: 'boolean', default: false },
+    store: { type: 'string', default: 'local' },
     'cpu-prof': { type: 'string' },
     help: { type: 'boolean', short: 'h', default: false },
   },
@@ -107,7 +112,14 @@ const options = {
   rounds: wholeNumber(opts.rounds, '--rounds'),
   seed: wholeNumber(opts.seed, '--seed'),
   dropCaches: opts['drop-caches'],
+  store: opts.store,
 };
+if (!['local', 's3'].includes(options.store)) {
+  console.error(`--store: local or s3, not ${options.store}`);
+  process.exit(2);
+}
+/** Results file names: serve-first-byte[-s3].json and .md. */
+const RESULTS = options.store === 's3' ? 'serve-first-byte-s3' : 'serve-first-byte';
 if (options.data * 4 > options.size) {
   console.error(`--data ${opts.data} is more than a quarter of --size ${opts.size}`);
   process.exit(2);
@@ -150,7 +162,7 @@ try {
   results.seconds = (performance.now() - started) / 1000;
   const md = await writeResults(opts.out, results);
   console.log(md);
-  log(`wrote serve-first-byte.json and serve-first-byte.md into ${opts.out}`);
+  log(`wrote ${RESULTS}.json and ${RESULTS}.md into ${opts.out}`);
 } catch (err) {
   if (!cleanups.interrupted) {
     process.stderr.write(`\nfirst-byte benchmark failed: ${err?.stack ?? err}\n`);
@@ -189,9 +201,16 @@ async function main() {
   const expected = expectedBytes(image, reads);
   results.reads = reads;
 
-  log('ivmr backup --codec lz4 --changed-blocks (the allocated areas)');
-  const repo = join(tmp, 'repo');
-  const b = await backUp({ image, repo, codec: 'lz4', changedBlocks: areas });
+  const ns = await openNamespace();
+  cleanups.push(async () => ns.close());
+  if (options.store === 's3') {
+    log('starting a Ceph cluster with its S3 gateway in the namespace (scripts/ceph/cluster.sh)');
+    const ceph = await startCeph(ns, join(tmp, 'ceph'));
+    cleanups.first(() => ceph.stop());
+  }
+  const repo = options.store === 's3' ? 's3://ivmr-bench/first-byte' : join(tmp, 'repo');
+  log(`ivmr backup --codec lz4 --changed-blocks (the allocated areas) --repo ${repo}`);
+  const b = await backUp({ image, repo, codec: 'lz4', changedBlocks: areas, ns });
   const stats = b.point?.disks?.[0]?.stats ?? {};
   results.backup = {
     codec: 'lz4',
@@ -205,8 +224,6 @@ async function main() {
   // The image is not needed any more; its bytes to check against are in `expected`.
   await rm(image, { force: true });
 
-  const ns = await openNamespace();
-  cleanups.push(async () => ns.close());
   const first = reads.filter((r) => r.first);
   const rest = reads.filter((r) => !r.first);
 
@@ -577,6 +594,8 @@ function markdown(r) {
     `Command: \`${r.command}\`  `,
     `${r.date} · node ${r.node} · ${r.cpu.model} × ${r.cpu.count} · ${r.versions.qemuIo} · ${r.seconds.toFixed(0)} s`,
     '',
+    `Repository: ${r.options.store === 's3' ? "an S3 bucket on a single-node Ceph RADOS Gateway (memstore) on the namespace's loopback" : 'a local folder'}.`,
+    '',
     `Disk: ${binary(d.size)} raw, sparse, ${binary(d.dataBytes)} of seeded pseudo-random data in ${d.places.length} places of ${place} (the first at offset 0, the last ending at the disk's end), backed up with \`ivmr backup --codec lz4 --changed-blocks\` (its allocated areas) in ${r.backup.seconds.toFixed(2)} s, ${r.backup.storedBytes === null ? '?' : binary(r.backup.storedBytes)} stored. ${r.options.rounds} round${r.options.rounds === 1 ? '' : 's'}: \`ivmr serve\` started with an empty cache folder (read cache ${binary(r.options.readCacheBytes)}) and its embedded portmapper in a private network namespace; the moment its readiness line arrives, qemu-io (qemu's nfs driver, libnfs) reads 4 KiB of data in the middle of the disk; the same qemu-io command ${r.options.repeats} times more measures the client's own start-up and mount; then 4 KiB in a hole, at offset 0 and at the end. Page cache ${r.options.dropCaches ? 'dropped before each round' : 'not dropped (the repository is as warm as the backup left it)'}.`,
     '',
   );
@@ -639,7 +658,7 @@ function markdown(r) {
 async function writeResults(dir, r) {
   await mkdir(dir, { recursive: true });
   const md = markdown(r);
-  await writeFile(join(dir, 'serve-first-byte.json'), `${JSON.stringify(r, null, 2)}\n`);
-  await writeFile(join(dir, 'serve-first-byte.md'), md);
+  await writeFile(join(dir, `${RESULTS}.json`), `${JSON.stringify(r, null, 2)}\n`);
+  await writeFile(join(dir, `${RESULTS}.md`), md);
   return md;
 }

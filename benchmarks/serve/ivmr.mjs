@@ -23,14 +23,18 @@ export function checkBuilt() {
 /**
  * `ivmr backup` of `image` into a new repository `repo` (full backup, `codec`, 1 MiB blocks).
  * `changedBlocks` is a changed-blocks file: for this first backup, the image's allocated areas.
- * @param {{ image: string, repo: string, codec: 'lz4' | 'zstd', changedBlocks?: string }} o
+ * `ns` (optional) runs it inside the benchmark's network namespace (an s3:// repository there).
+ * @param {{ image: string, repo: string, codec: 'lz4' | 'zstd', changedBlocks?: string,
+ *   ns?: Pick<import('../nfs/namespace.mjs').Namespace, 'spawn'> }} o
  * @returns {Promise<{ seconds: number, point: any }>}
  */
 export async function backUp(o) {
   const started = performance.now();
   const args = [CLI, 'backup', o.image, '--repo', o.repo, '--vm', VM, '--codec', o.codec];
   if (o.changedBlocks) args.push('--changed-blocks', o.changedBlocks);
-  const proc = spawn(process.execPath, [...args, '--json'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const argv = [process.execPath, ...args, '--json'];
+  const stdio = /** @type {const} */ (['ignore', 'pipe', 'pipe']);
+  const proc = o.ns ? o.ns.spawn(argv, { stdio }) : spawn(argv[0], argv.slice(1), { stdio });
   let stdout = '';
   let stderr = '';
   proc.stdout.on('data', (d) => {

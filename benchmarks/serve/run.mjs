@@ -20,6 +20,7 @@ import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { writeImage } from '../core/image.mjs';
+import { startCeph } from '../nfs/ceph.mjs';
 import {
   Cleanups,
   checkRead,
@@ -54,7 +55,8 @@ nfs engine (setup/fio-nfs.sh) and installs nfs-ganesha (setup/ganesha.sh).
   --ramp S             seconds of warm-up before each measurement (default 1)
   --rounds N           rounds; each runs every job on every server (default 2)
   --jobs LIST          jobs, comma-separated (default all): ${SERVE_JOBS.map((j) => j.id).join(', ')}
-  --stores LIST        ivmr stores: lz4,zstd (default both)
+  --stores LIST        ivmr stores: lz4, zstd (local folders), s3 (lz4 on a single-node Ceph
+                       RADOS Gateway in the namespace: scripts/ceph/cluster.sh) (default lz4,zstd)
   --temps LIST         cold,warm (default both)
   --no-ganesha         ivmr only (no ratios)
   --seed N             seed of the disk's content (default 1)
@@ -100,7 +102,7 @@ const options = {
   seed: wholeNumber(opts.seed, '--seed'),
 };
 const jobs = pickJobs(opts.jobs, SERVE_JOBS, '--jobs');
-const stores = list(opts.stores, ['lz4', 'zstd'], '--stores');
+const stores = list(opts.stores, ['lz4', 'zstd', 's3'], '--stores');
 const temps = list(opts.temps, ['cold', 'warm'], '--temps');
 const withGanesha = !opts['no-ganesha'];
 const command = `node serve/run.mjs ${process.argv.slice(2).join(' ')}`.trim();
@@ -179,19 +181,31 @@ async function main() {
     copyFileSync(image, join(exportDir, WRITE_FILE));
   }
 
-  const repos = {};
-  for (const codec of stores) {
-    const repo = join(tmp, `repo-${codec}`);
-    log(`ivmr backup --codec ${codec}`);
-    const b = await backUp({ image, repo, codec: /** @type {'lz4' | 'zstd'} */ (codec) });
-    const stored = b.point?.disks?.[0]?.stats?.storedBytes ?? null;
-    results.backups.push({ codec, seconds: b.seconds, storedBytes: stored, point: b.point?.id });
-    repos[codec] = repo;
-  }
-
   const ns = await openNamespace({ congestionControl: opts['congestion-control'] });
   cleanups.push(async () => ns.close());
   results.congestionControl = ns.congestionControl;
+  if (stores.includes('s3')) {
+    log('starting a Ceph cluster with its S3 gateway in the namespace (scripts/ceph/cluster.sh)');
+    const ceph = await startCeph(ns, join(tmp, 'ceph'));
+    cleanups.first(() => ceph.stop());
+  }
+
+  const repos = {};
+  for (const store of stores) {
+    // s3: the lz4 codec, in a bucket of the cluster (reached from inside the namespace).
+    const codec = store === 's3' ? 'lz4' : store;
+    const repo = store === 's3' ? 's3://ivmr-bench/serve' : join(tmp, `repo-${codec}`);
+    log(`ivmr backup --codec ${codec} --repo ${repo}`);
+    const b = await backUp({ image, repo, codec: /** @type {'lz4' | 'zstd'} */ (codec), ns });
+    const stored = b.point?.disks?.[0]?.stats?.storedBytes ?? null;
+    results.backups.push({
+      codec: store,
+      seconds: b.seconds,
+      storedBytes: stored,
+      point: b.point?.id,
+    });
+    repos[store] = repo;
+  }
 
   /** @type {Map<string, any>} */
   const servers = new Map();
