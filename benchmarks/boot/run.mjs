@@ -375,7 +375,7 @@ function markdown(r) {
   const lines = [
     `# Boot benchmark`,
     '',
-    `\`${r.command}\` on ${r.date.slice(0, 10)}: ${r.cpu.count} × ${r.cpu.model}, qemu ${r.options.accel}, ${r.options.rounds} round(s); remote store: every GET waits ${r.options.latencyMs} ms.`,
+    `\`${r.command}\` on ${r.date.slice(0, 10)}: ${r.cpu.count} × ${r.cpu.model}, qemu ${r.options.accel}, ${r.options.rounds} round(s)${r.options.variants.some((/** @type {string} */ v) => v.startsWith('remote')) ? `; remote store: every GET waits ${r.options.latencyMs} ms` : ''}${r.options.variants.some((/** @type {string} */ v) => v.startsWith('s3')) ? "; S3: a single-node Ceph RADOS Gateway (memstore) on the namespace's loopback" : ''}.`,
     `Boot profile: ${r.profile ? `${r.profile.reads} range(s), ${(r.profile.bytes / 1024 / 1024).toFixed(1)} MiB` : 'not recorded'}.`,
     '',
     '| Boot | Heartbeat after, s (median) | min–max | ÷ raw | ÷ ganesha | Before the kernel, s (median, min) | ÷ ganesha | Prefetch before power-on, s | Prefetch + boot, s |',

@@ -107,4 +107,31 @@ describe('serve time-to-first-byte benchmark', () => {
       await rm(dir, { recursive: true, force: true });
     }
   }, 320_000);
+
+  it('runs from an S3 repository on a Ceph RADOS Gateway it starts (--store s3)', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'ivmr-first-byte-s3-test-'));
+    try {
+      const out = join(dir, 'out');
+      const args = [script, '--size', '1G', '--data', '4M', '--rounds', '1', '--store', 's3'];
+      await promisify(execFile)(process.execPath, [...args, '--out', out, '--tmp', dir], {
+        timeout: 400_000,
+        maxBuffer: 16 * 1024 * 1024,
+      });
+      expect((await readdir(out)).sort()).toEqual([
+        'serve-first-byte-s3.json',
+        'serve-first-byte-s3.md',
+      ]);
+      const r = JSON.parse(await readFile(join(out, 'serve-first-byte-s3.json'), 'utf8'));
+      expect(r.options.store).toBe('s3');
+      expect(r.backup.storedBytes).toBeGreaterThan(0);
+      expect(r.rounds).toHaveLength(1);
+      expect(r.rounds[0].firstReadSeconds).toBeGreaterThan(r.rounds[0].readySeconds);
+      expect((r.checks as Check[]).every((c) => c.ok && c.bytes === 4096)).toBe(true);
+      expect(await readFile(join(out, 'serve-first-byte-s3.md'), 'utf8')).toContain(
+        'Ceph RADOS Gateway',
+      );
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  }, 420_000);
 });
