@@ -157,7 +157,7 @@ mgr data = $dir/mgr
 keyring = $dir/keyring
 
 [client.rgw.ivmr]
-rgw frontends = beast endpoint=127.0.0.1:$rgw_port
+rgw frontends = beast endpoint=127.0.0.1:$rgw_port tcp_nodelay=1
 rgw data = $dir/rgw
 rgw dns name = 127.0.0.1
 CONF
