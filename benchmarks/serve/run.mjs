@@ -25,6 +25,7 @@ import {
   Cleanups,
   checkRead,
   findTools,
+  lastLine,
   parseSize,
   pickJobs,
   progressLog,
@@ -351,6 +352,17 @@ async function main() {
   results.runs = runs;
   results.jobs = summarize(runs, names);
   results.targets = evaluate(results.jobs);
+  if (stores.includes('s3')) {
+    // The S3 store's peer: the SDK's own GETs against the same gateway, nothing on top.
+    log('raw S3 GETs against the gateway (serve/s3-gets.mjs)');
+    const [cmd, ...args] = ns.argv([
+      process.execPath,
+      fileURLToPath(new URL('./s3-gets.mjs', import.meta.url)),
+      repos.s3,
+      String(Math.max(2, options.runtime)),
+    ]);
+    results.s3Gets = JSON.parse(lastLine(execFileSync(cmd, args, { encoding: 'utf8' })));
+  }
 }
 
 /**

@@ -24,6 +24,34 @@ export interface DamagedObject {
   readonly message: string;
 }
 
+/** Metadata objects fetched at once when many are read (index objects, points). */
+const FETCH_PARALLEL = 16;
+
+/**
+ * `fn` of every item, at most `limit` at a time; results in the items' order. Rejects with the
+ * first rejection, after every started call has settled.
+ */
+async function mapLimit<T, R>(
+  items: readonly T[],
+  limit: number,
+  fn: (item: T) => Promise<R>,
+): Promise<R[]> {
+  const out = new Array<R>(items.length);
+  let next = 0;
+  const worker = async () => {
+    while (next < items.length) {
+      const i = next++;
+      out[i] = await fn(items[i]!);
+    }
+  };
+  const settled = await Promise.allSettled(
+    Array.from({ length: Math.min(limit, items.length) }, worker),
+  );
+  const failed = settled.find((s) => s.status === 'rejected');
+  if (failed) throw (failed as PromiseRejectedResult).reason;
+  return out;
+}
+
 /** Longest base chain followed before a point is declared broken (guards against cycles). */
 const MAX_CHAIN = 100_000;
 
@@ -116,7 +144,7 @@ export class RepoContext {
    * a reader checks after taking its lease, to know that no forget or rebase slipped in between.
    */
   async unchanged(chain: readonly RestorePointInfo[]): Promise<boolean> {
-    for (const p of chain) {
+    const same = await mapLimit(chain, FETCH_PARALLEL, async (p) => {
       let now: RestorePointInfo;
       try {
         now = parsePoint(await this.store.get('point', p.id), p.id);
@@ -125,24 +153,39 @@ export class RepoContext {
         throw err;
       }
       if (now.base !== p.base || now.disks.length !== p.disks.length) return false;
-      if (now.disks.some((d, i) => d.map !== p.disks[i]!.map)) return false;
-    }
-    return true;
+      return now.disks.every((d, i) => d.map === p.disks[i]!.map);
+    });
+    return same.every(Boolean);
   }
 
+  /**
+   * Loads the index objects not loaded yet. They are fetched in parallel (a remote store answers
+   * each after a round trip) and added in the order listed.
+   */
   async loadIndex(): Promise<void> {
+    const names: string[] = [];
     for await (const { name } of this.store.list('index')) {
       if (this.indexObjects.has(name)) continue;
       if (this.damaged.some((d) => d.kind === 'index' && d.name === name)) continue;
+      names.push(name);
+    }
+    const loaded = await mapLimit(names, FETCH_PARALLEL, async (name) => {
       try {
-        const packs = decodeIndex(await this.store.get('index', name), `index ${name}`);
-        this.indexObjects.set(name, packs);
-        for (const p of packs) this.index.addPack(p.pack, p.blobs);
+        return decodeIndex(await this.store.get('index', name), `index ${name}`);
       } catch (err) {
         if (!isIvmrError(err)) throw err;
-        this.damaged.push({ kind: 'index', name, code: err.code, message: err.message });
+        return err;
       }
-    }
+    });
+    names.forEach((name, i) => {
+      const packs = loaded[i]!;
+      if (packs instanceof IvmrError) {
+        this.damaged.push({ kind: 'index', name, code: packs.code, message: packs.message });
+        return;
+      }
+      this.indexObjects.set(name, packs);
+      for (const p of packs) this.index.addPack(p.pack, p.blobs);
+    });
   }
 
   /** Records packs just written (their blobs become readable at once). */
@@ -170,18 +213,28 @@ export class RepoContext {
 
   /** All readable restore points, oldest first per VM; unreadable ones are recorded as damaged. */
   async points(): Promise<RestorePointInfo[]> {
-    const points: RestorePointInfo[] = [];
-    for await (const { name } of this.store.list('point')) {
+    const names: string[] = [];
+    for await (const { name } of this.store.list('point')) names.push(name);
+    const read = await mapLimit(names, FETCH_PARALLEL, async (name) => {
       try {
-        points.push(parsePoint(await this.store.get('point', name), name));
+        return parsePoint(await this.store.get('point', name), name);
       } catch (err) {
         if (!isIvmrError(err)) throw err;
-        if (err.code === ErrorCode.NOT_FOUND) continue;
-        if (!this.damaged.some((d) => d.kind === 'point' && d.name === name)) {
-          this.damaged.push({ kind: 'point', name, code: err.code, message: err.message });
-        }
+        return err;
       }
-    }
+    });
+    const points: RestorePointInfo[] = [];
+    names.forEach((name, i) => {
+      const p = read[i]!;
+      if (!(p instanceof IvmrError)) {
+        points.push(p);
+        return;
+      }
+      if (p.code === ErrorCode.NOT_FOUND) return;
+      if (!this.damaged.some((d) => d.kind === 'point' && d.name === name)) {
+        this.damaged.push({ kind: 'point', name, code: p.code, message: p.message });
+      }
+    });
     return points.sort((a, b) => (a.vm === b.vm ? a.sequence - b.sequence : a.vm < b.vm ? -1 : 1));
   }
 
