@@ -43,7 +43,14 @@ function cluster(ns, command, dir) {
  * @returns {Promise<{ endpoint: string, stop: () => Promise<void> }>}
  */
 export async function startCeph(ns, dir) {
-  await cluster(ns, 'start', dir);
+  try {
+    await cluster(ns, 'start', dir);
+  } catch (err) {
+    // Ceph's own start-up races are rare but real: once more, from scratch.
+    process.stderr.write(`the Ceph cluster did not start; trying once more: ${err}\n`);
+    await cluster(ns, 'stop', dir).catch(() => {});
+    await cluster(ns, 'start', dir);
+  }
   const env = Object.fromEntries(
     (await readFile(join(dir, 's3.env'), 'utf8'))
       .trim()

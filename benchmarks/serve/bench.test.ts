@@ -84,7 +84,7 @@ describe('serve benchmark', () => {
         expect(Number.isFinite(t.measured), t.id).toBe(true);
         expect(typeof t.met).toBe('boolean');
       }
-      // The S3 store's peer, the SDK's own GETs against the same gateway, was measured.
+      // The S3 store's peer, S3Store's own GETs against the same gateway, was measured.
       expect(r.s3Gets.random64k.getsPerSecond).toBeGreaterThan(0);
       expect(r.s3Gets.sequential1m.mbPerSecond).toBeGreaterThan(0);
       expect(await readFile(join(out, 'serve.svg'), 'utf8')).toMatch(/^<svg[\s\S]*<\/svg>\s*$/);

@@ -353,7 +353,7 @@ async function main() {
   results.jobs = summarize(runs, names);
   results.targets = evaluate(results.jobs);
   if (stores.includes('s3')) {
-    // The S3 store's peer: the SDK's own GETs against the same gateway, nothing on top.
+    // The S3 store's peer: S3Store's own GETs against the same gateway, nothing on top.
     log('raw S3 GETs against the gateway (serve/s3-gets.mjs)');
     const [cmd, ...args] = ns.argv([
       process.execPath,

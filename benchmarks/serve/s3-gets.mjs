@@ -1,6 +1,6 @@
 /**
- * The peer of the serve benchmark's S3 store: what this client (the AWS SDK through `S3Store`)
- * and this gateway do at all, with no NFS, cache or decoding on top. Run inside the benchmark's
+ * The peer of the serve benchmark's S3 store: what this client (`S3Store`'s GETs, the ones the
+ * read path makes) and this gateway do at all, with no NFS, cache or decoding on top. Run inside the benchmark's
  * namespace; prints one JSON line.
  *
  * - random 64 KiB ranged GETs (one frame: what a cold 4 KiB random read costs) at QD16;

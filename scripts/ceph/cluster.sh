@@ -169,6 +169,21 @@ fail() {
   exit 1
 }
 ceph_() { timeout 30 ceph -c "$conf" "$@"; }
+# The ceph command's monitor client sometimes sends before it has the monmap, and the monitor
+# refuses it ('wrong fsid', EPERM): commands that change the cluster are tried again (they are
+# idempotent: the same uuid gives the same OSD id).
+ceph_retry() {
+  local out
+  for attempt in 1 2 3 4 5; do
+    if out=$(ceph_ "$@" 2>&1); then
+      printf '%s\n' "$out"
+      return 0
+    fi
+    log "ceph $1 $2 failed (attempt $attempt): $out"
+    sleep 1
+  done
+  return 1
+}
 
 monmaptool --create --addv a "[v1:127.0.0.1:$mon_port]" --fsid "$fsid" "$dir/monmap" >/dev/null
 ceph-mon --mkfs -i a --monmap "$dir/monmap" -c "$conf" >/dev/null 2>&1 || fail "ceph-mon --mkfs failed"
@@ -183,9 +198,11 @@ log "monitor up on 127.0.0.1:$mon_port"
 start_daemon mgr mgr ceph-mgr -i x
 
 osd_uuid=$(cat /proc/sys/kernel/random/uuid)
-osd_id=$(ceph_ osd new "$osd_uuid")
+osd_id=$(ceph_retry osd new "$osd_uuid" | tail -n 1) || fail "ceph osd new failed"
+[[ $osd_id =~ ^[0-9]+$ ]] || fail "ceph osd new printed no id: $osd_id"
 osd_up() { ceph_ osd stat 2>/dev/null | grep -q "1 up"; }
-ceph_ osd crush add "osd.$osd_id" 1.0 host=localhost root=default >/dev/null 2>&1 || true
+ceph_retry osd crush add "osd.$osd_id" 1.0 host=localhost root=default >/dev/null ||
+  fail "ceph osd crush add failed"
 # An OSD that has not booted after about 30 s is made again and restarted (twice at most).
 for attempt in 1 2 3; do
   rm -rf "$dir/osd" && mkdir -p "$dir/osd"
