@@ -116,7 +116,7 @@ export function markdown(r) {
     const seq = ivmr('read-512k-qd4');
     out.push(
       '',
-      `S3 peer (serve/s3-gets.mjs: `S3Store`'s own ranged GETs against the same gateway, no NFS, cache or decoding): random 64 KiB GETs at QD16 ${num(g.random64k.getsPerSecond)}/s (client CPU ${num(g.random64k.clientCpuUsPerGet)} µs per GET)${rnd && !rnd.error ? `; ivmr-s3's cold 4 KiB random reads ÷ that: ${(rnd.iops / g.random64k.getsPerSecond).toFixed(2)}` : ''}. Sequential 1 MiB GETs at QD4 ${num(g.sequential1m.mbPerSecond)} MB/s (client CPU ${num(g.sequential1m.clientCpuUsPerGet)} µs per GET)${seq && !seq.error ? `; ivmr-s3's cold 512 KiB sequential read ÷ that: ${(seq.bytesPerSecond / 1e6 / g.sequential1m.mbPerSecond).toFixed(2)}` : ''}.`,
+      `S3 peer (serve/s3-gets.mjs: \`S3Store\`'s own ranged GETs against the same gateway, no NFS, cache or decoding): random 64 KiB GETs at QD16 ${num(g.random64k.getsPerSecond)}/s (client CPU ${num(g.random64k.clientCpuUsPerGet)} µs per GET)${rnd && !rnd.error ? `; ivmr-s3's cold 4 KiB random reads ÷ that: ${(rnd.iops / g.random64k.getsPerSecond).toFixed(2)}` : ''}. Sequential 1 MiB GETs at QD4 ${num(g.sequential1m.mbPerSecond)} MB/s (client CPU ${num(g.sequential1m.clientCpuUsPerGet)} µs per GET)${seq && !seq.error ? `; ivmr-s3's cold 512 KiB sequential read ÷ that: ${(seq.bytesPerSecond / 1e6 / g.sequential1m.mbPerSecond).toFixed(2)}` : ''}.`,
     );
   }
   return `${out.join('\n')}\n`;

@@ -7,7 +7,7 @@ import { promisify } from 'node:util';
 import { S3Store } from '@ivmr/store-s3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { requireTools, run, runOk, tempDir } from '../../nfs/test/real-clients/harness.js';
-import { type Ceph, startCeph } from '../../store-s3/test/ceph.js';
+import { type Ceph, exportCredentials, startCeph } from '../../store-s3/test/ceph.js';
 import { checkBuilt, exited, ivmr, pseudoRandom, serveArgs, startServe } from './helpers.js';
 
 // Many processes on one S3 repository (issue #8), against a real Ceph RADOS Gateway: two
@@ -109,9 +109,8 @@ describe('many processes on one S3 repository', () => {
     tools = requireTools('nfs-cat');
     tmp = await tempDir();
     ceph = await startCeph(join(tmp.path, 'ceph'));
-    process.env.AWS_ACCESS_KEY_ID = ceph.credentials.accessKeyId;
-    process.env.AWS_SECRET_ACCESS_KEY = ceph.credentials.secretAccessKey;
-    process.env.AWS_REGION = 'us-east-1';
+    // The AWS conventions: credentials from the environment (the children inherit it).
+    exportCredentials(ceph);
     endpoint = ['--s3-endpoint', ceph.endpoint];
     store = await S3Store.open({
       bucket: 'ivmr-many',

@@ -9,7 +9,7 @@ import {
   runOk,
   tempDir,
 } from '../../nfs/test/real-clients/harness.js';
-import { type Ceph, startCeph } from '../../store-s3/test/ceph.js';
+import { type Ceph, exportCredentials, startCeph } from '../../store-s3/test/ceph.js';
 import { checkBuilt, exited, ivmr, pseudoRandom, serveArgs, startServe } from './helpers.js';
 
 // `--repo s3://bucket/prefix` in every command, against a real single-node Ceph cluster with
@@ -34,9 +34,7 @@ describe('ivmr with an s3:// repository', () => {
     tmp = await tempDir();
     ceph = await startCeph(join(tmp.path, 'ceph'));
     // The AWS conventions: credentials from the environment (the children inherit it).
-    process.env.AWS_ACCESS_KEY_ID = ceph.credentials.accessKeyId;
-    process.env.AWS_SECRET_ACCESS_KEY = ceph.credentials.secretAccessKey;
-    process.env.AWS_REGION = 'us-east-1';
+    exportCredentials(ceph);
     s3 = ['--repo', repo, '--s3-endpoint', ceph.endpoint];
     image = pseudoRandom(5 * MIB + 4096, 21);
     image.fill(0, MIB, 2 * MIB);

@@ -51,8 +51,8 @@ async function repoWithPoint(): Promise<{ dir: string; repo: Repository; point: 
   return { dir, repo, point: p.id };
 }
 
-function backup(repo: Repository) {
-  return repo.backup({ vm: 'vm1', disks: [{ name: 'd0', source: new MemoryBlockSource(DISK) }] });
+function backup(repo: Repository, vm = 'vm1') {
+  return repo.backup({ vm, disks: [{ name: 'd0', source: new MemoryBlockSource(DISK) }] });
 }
 
 interface LockFile {
@@ -79,6 +79,11 @@ function minutesAgo(m: number): string {
   return new Date(Date.now() - m * 60_000).toISOString();
 }
 
+/** The lock of another live process of this host, refreshed just now. */
+async function heldByOther(fields: Omit<LockFile, 'host' | 'pid' | 'time'>): Promise<LockFile> {
+  return { ...fields, host: hostname(), pid: await otherLiveProcess(), time: minutesAgo(0) };
+}
+
 async function readsBack(repo: Repository, point: string): Promise<void> {
   const opened = await repo.openPoint('vm1', point);
   expectBytes(await opened.disk('d0').read(0, DISK.length), DISK);
@@ -88,15 +93,8 @@ async function readsBack(repo: Repository, point: string): Promise<void> {
 describe('repository locks', () => {
   it('an exclusive lock (prune, repair) of another live process makes backup, forget, prune and repair IVMR_LOCKED naming the holder; reads go on', async () => {
     const { dir, repo, point } = await repoWithPoint();
-    const pid = await otherLiveProcess();
-    const holder = {
-      mode: 'exclusive' as const,
-      exclusive: true,
-      operation: 'prune',
-      host: hostname(),
-      pid,
-      time: minutesAgo(1),
-    };
+    const holder = await heldByOther({ mode: 'exclusive', exclusive: true, operation: 'prune' });
+    const { pid } = holder;
     const lock = await writeLock(dir, holder);
     const locked = { code: ErrorCode.LOCKED, details: { lock, ...holder } };
     await expect(backup(repo)).rejects.toMatchObject(locked);
@@ -114,28 +112,22 @@ describe('repository locks', () => {
 
   it("a write lock (backup, forget) blocks writes of its VM and prune, not other VMs' backups or reads", async () => {
     const { dir, repo, point } = await repoWithPoint();
-    const pid = await otherLiveProcess();
-    const holder = {
-      mode: 'write' as const,
+    const holder = await heldByOther({
+      mode: 'write',
       exclusive: false,
       operation: 'backup vm1',
       vm: 'vm1',
-      host: hostname(),
-      pid,
-      time: minutesAgo(0),
-    };
+    });
+    const { pid } = holder;
     await writeLock(dir, holder);
     const locked = { code: ErrorCode.LOCKED, details: { pid, vm: 'vm1' } };
     await expect(backup(repo)).rejects.toMatchObject(locked);
     await expect(repo.forget({ vm: 'vm1', keepLast: 1 })).rejects.toMatchObject(locked);
     await expect(repo.prune()).rejects.toMatchObject(locked);
-    const other = await repo.backup({
-      vm: 'vm2',
-      disks: [{ name: 'd0', source: new MemoryBlockSource(DISK) }],
-    });
+    const other = await backup(repo, 'vm2');
     expect(other.sequence).toBe(1);
     // forget of another VM removes its points but must skip the prune, and says why.
-    await repo.backup({ vm: 'vm2', disks: [{ name: 'd0', source: new MemoryBlockSource(DISK) }] });
+    await backup(repo, 'vm2');
     const report = await repo.forget({ vm: 'vm2', keepLast: 1 });
     expect(report.removed).toEqual([other.id]);
     expect(report.prune).toBeNull();
@@ -145,17 +137,14 @@ describe('repository locks', () => {
   });
 
   it('a read lease of another process blocks nothing; a reader of the first lock format holds prune off', async () => {
-    const { dir, repo, point } = await repoWithPoint();
-    const pid = await otherLiveProcess();
-    const lease = {
-      mode: 'read' as const,
+    const { dir, repo } = await repoWithPoint();
+    const lease = await heldByOther({
+      mode: 'read',
       exclusive: false,
       operation: 'read vm1',
       maps: [],
-      host: hostname(),
-      pid,
-      time: minutesAgo(0),
-    };
+    });
+    const { pid } = lease;
     const name = await writeLock(dir, lease);
     await backup(repo);
     await repo.forget({ vm: 'vm1', keepLast: 1 });
@@ -165,7 +154,7 @@ describe('repository locks', () => {
     await writeLock(dir, legacy, name);
     await expect(repo.prune()).rejects.toMatchObject({ code: ErrorCode.LOCKED, details: { pid } });
     await backup(repo);
-    await readsBack(repo, point === '' ? point : (await repo.listPoints('vm1')).at(-1)!.id);
+    await readsBack(repo, (await repo.listPoints('vm1')).at(-1)!.id);
     await repo.close();
   });
 
@@ -231,16 +220,10 @@ describe('repository locks', () => {
 
   it('with lockWait, a writer waits for a conflicting lock to go and then proceeds', async () => {
     const { dir, repo } = await repoWithPoint();
-    const pid = await otherLiveProcess();
-    const name = await writeLock(dir, {
-      mode: 'write',
-      exclusive: false,
-      operation: 'backup vm1',
-      vm: 'vm1',
-      host: hostname(),
-      pid,
-      time: minutesAgo(0),
-    });
+    const name = await writeLock(
+      dir,
+      await heldByOther({ mode: 'write', exclusive: false, operation: 'backup vm1', vm: 'vm1' }),
+    );
     const patient = await openLocalRepository(dir, { lockWait: 20_000 });
     const waiting = backup(patient);
     let done = false;

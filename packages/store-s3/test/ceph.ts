@@ -36,6 +36,16 @@ async function freePort(): Promise<number> {
 }
 
 /**
+ * Puts the cluster's S3 keys into this process's environment, the AWS convention by which the
+ * `ivmr` commands a test spawns find them (the endpoint is passed with `--s3-endpoint`).
+ */
+export function exportCredentials(ceph: Ceph): void {
+  process.env.AWS_ACCESS_KEY_ID = ceph.credentials.accessKeyId;
+  process.env.AWS_SECRET_ACCESS_KEY = ceph.credentials.secretAccessKey;
+  process.env.AWS_REGION = 'us-east-1';
+}
+
+/**
  * Starts a cluster in `dir` on free loopback ports; `stop` ends only its own processes. A start
  * that fails is tried once more on other ports (a port taken between the check and the bind),
  * after printing why the first failed.
