@@ -3,14 +3,16 @@ import { once } from 'node:events';
 import { readdir, rm, writeFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import {
   ErrorCode,
   MemoryBlockSource,
+  MemoryStore,
   openLocalRepository,
-  type Repository,
+  Repository,
 } from '../src/index.js';
 import { expectBytes, randomBytesFrom } from './support/bytes.js';
+import { FaultyStore } from './support/faulty-store.js';
 import { useTempDirs } from './support/temp-dir.js';
 
 const tempDir = useTempDirs('locks');
@@ -248,5 +250,34 @@ describe('repository locks', () => {
     await opened.close();
     expect(await readdir(join(dir, 'locks'))).toEqual([]);
     await repo.close();
+  });
+
+  it('a lease whose refresh fails is refreshed again 30 s later, not 5 minutes later', async () => {
+    vi.useFakeTimers({ toFake: ['setInterval', 'setTimeout', 'Date'] });
+    try {
+      const faulty = new FaultyStore(new MemoryStore());
+      const repo = await Repository.init(faulty, { blockSize: 65536 });
+      await backup(repo);
+      const open = await repo.openPoint('vm1');
+      const time = async () => {
+        for await (const { name } of faulty.list('lock')) {
+          return (JSON.parse(Buffer.from(await faulty.get('lock', name)).toString()) as LockFile)
+            .time;
+        }
+        return undefined;
+      };
+      const before = await time();
+      faulty.putBudget = faulty.puts; // the store is away at the refresh
+      await vi.advanceTimersByTimeAsync(5 * 60_000);
+      expect(await time()).toBe(before);
+      faulty.putBudget = Number.POSITIVE_INFINITY; // back
+      await vi.advanceTimersByTimeAsync(30_000);
+      expect(Date.parse((await time())!)).toBeGreaterThan(Date.parse(before!) + 5 * 60_000);
+      await open.close();
+      expect(await time()).toBeUndefined();
+      await repo.close();
+    } finally {
+      vi.useRealTimers();
+    }
   });
 });

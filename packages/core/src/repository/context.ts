@@ -270,12 +270,38 @@ export class RepoContext {
     used?: string[],
   ): Promise<FlatBlockMap> {
     const maps: BlockMap[] = [];
+    // A long chain on a remote store is many round trips: the maps further down the chain are
+    // fetched FETCH_PARALLEL ahead while the walk goes on (a fetch that fails is done again by
+    // loadMap, which reports it).
+    const ahead = this.chain(point, byId).map((c) => c.disks.find((x) => x.name === disk)?.map);
+    const fetched = new Map<number, Promise<Uint8Array | undefined>>();
+    const fetchFrom = (from: number) => {
+      for (let i = from; i < Math.min(ahead.length, from + FETCH_PARALLEL); i++) {
+        const name = ahead[i];
+        if (fetched.has(i) || name === undefined) continue;
+        fetched.set(
+          i,
+          this.store.get('map', name).then(
+            (b) => b,
+            () => undefined,
+          ),
+        );
+      }
+    };
     let p: RestorePointInfo | undefined = point;
     for (let depth = 0; ; depth++) {
       if (depth > MAX_CHAIN) throw chainError(point, disk, 'base chain loops or is too long');
       const d = p.disks.find((x) => x.name === disk);
       if (!d) throw chainError(point, disk, `point ${p.id} in its chain has no disk ${disk}`);
-      const map = await this.loadMap(d.map);
+      fetchFrom(depth);
+      const bytes = ahead[depth] === d.map ? await fetched.get(depth) : undefined;
+      let map: BlockMap | undefined;
+      try {
+        if (bytes) map = decodeBlockMap(bytes, `block map ${d.map}`);
+      } catch {
+        // loadMap below reads it again and records the damage.
+      }
+      map ??= await this.loadMap(d.map);
       if (map.blockSize !== d.blockSize || map.diskSize !== d.size) {
         throw chainError(point, disk, `block map ${d.map} does not match point ${p.id}`);
       }

@@ -41,6 +41,7 @@ interface LockRecord {
 /** A lock not refreshed for this long is stale and is removed by the next locker. */
 const STALE_MS = 30 * 60 * 1000;
 const REFRESH_MS = 5 * 60 * 1000;
+const RETRY_MS = 30 * 1000;
 
 /** What to lock. */
 export interface LockRequest {
@@ -110,12 +111,22 @@ async function tryLock(store: StoreAdapter, request: LockRequest): Promise<HeldL
       throw err;
     }
   }
-  // A refresh that fails (the store is away) is tried again at the next tick.
-  const timer = setInterval(() => {
-    store.put('lock', name, Buffer.from(JSON.stringify(record()))).catch(() => {});
-  }, REFRESH_MS);
-  timer.unref();
+  // A refresh that fails (the store is away) is tried again every 30 s until one succeeds: the
+  // lock must not go stale (30 minutes) while its holder lives.
   let released = false;
+  let retry: NodeJS.Timeout | undefined;
+  const refresh = () => {
+    if (released || retry) return;
+    store.put('lock', name, Buffer.from(JSON.stringify(record()))).catch(() => {
+      retry = setTimeout(() => {
+        retry = undefined;
+        refresh();
+      }, RETRY_MS);
+      retry.unref();
+    });
+  };
+  const timer = setInterval(refresh, REFRESH_MS);
+  timer.unref();
   return {
     async update(next: LeaseScope) {
       scope = {
@@ -128,6 +139,7 @@ async function tryLock(store: StoreAdapter, request: LockRequest): Promise<HeldL
       if (released) return;
       released = true;
       clearInterval(timer);
+      clearTimeout(retry);
       await store.delete('lock', name);
     },
   };
