@@ -553,10 +553,14 @@ describe('ReadCache persistence', () => {
       maxBytes: 1 * MiB,
       sourceId: 'vm1/disk0',
       readAhead: 0,
+      // This test is about persistence, not the free-space floor: a volume with room to spare,
+      // whatever the machine's disk holds while other tests run (CI once found it short).
+      statfs: async () => ({ totalBytes: 100 * GiB, freeBytes: 50 * GiB }),
     };
     const first = await ReadCache.open(base, opts);
     for (let b = 0; b < 8; b++) await first.read(b * 64 * KiB, 64 * KiB);
     await first.close();
+    expect(first.stats().cachedBytes, 'every block was stored before close').toBe(8 * 64 * KiB);
     // Damage block 5's bytes in slot 5 (blocks went to slots in order).
     const fh = await open(path, 'r+');
     await fh.write(new Uint8Array([1, 2, 3]), 0, 3, dataStart(16) + 5 * 64 * KiB + 100);
