@@ -93,6 +93,10 @@ start) ;;
   ;;
 esac
 
+# From here on the start either completes or stops what it started: a command that fails under
+# `set -e` (and not in a condition) stops the daemons before the script exits.
+trap 'log "start failed (line $LINENO)"; stop_all' ERR
+
 need=()
 for pkg_bin in ceph-mon:ceph-mon ceph-osd:ceph-osd ceph-mgr:ceph-mgr radosgw:radosgw ceph-common:ceph; do
   command -v "${pkg_bin#*:}" >/dev/null 2>&1 || need+=("${pkg_bin%%:*}")
