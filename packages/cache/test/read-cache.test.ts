@@ -554,7 +554,7 @@ describe('ReadCache persistence', () => {
       sourceId: 'vm1/disk0',
       readAhead: 0,
       // This test is about persistence, not the free-space floor: a volume with room to spare,
-      // whatever the machine's disk holds while other tests run (CI once found it short).
+      // whatever the machine's disk holds while other tests run.
       statfs: async () => ({ totalBytes: 100 * GiB, freeBytes: 50 * GiB }),
     };
     const first = await ReadCache.open(base, opts);
@@ -580,6 +580,58 @@ describe('ReadCache persistence', () => {
     await other.read(0, 10);
     expect(other.stats().misses, 'a cache of another source is emptied').toBe(1);
     await other.close();
+  });
+});
+
+describe('ReadCache restart when stores finished out of slot order', () => {
+  it('grows into free slots instead of evicting blocks it holds', async () => {
+    const inner = new CrashFs();
+    const base = new ReadOnlyBase(randomBytesFrom(11, 8 * 64 * KiB));
+    const slot0 = dataStart(8);
+    // The first cache's store of slot 0 lands last, so its block gets the newest sequence number.
+    const slow: CacheFileSystem = {
+      ...inner,
+      open: async (path, flags) => {
+        const file = await inner.open(path, flags);
+        return {
+          ...file,
+          read: (into, position) => file.read(into, position),
+          write: async (data, position) => {
+            if (position === slot0) await new Promise((r) => setTimeout(r, 50));
+            return file.write(data, position);
+          },
+          sync: () => file.sync(),
+          truncate: (size) => file.truncate(size),
+          size: () => file.size(),
+          close: () => file.close(),
+        };
+      },
+      exists: (path) => inner.exists(path),
+      rename: (from, to) => inner.rename(from, to),
+      unlink: (path) => inner.unlink(path),
+      mkdir: () => inner.mkdir(),
+      syncDir: () => inner.syncDir(),
+      statfs: () => inner.statfs(),
+    };
+    const first = await memCache(base, { blockSize: 64 * KiB }, slow);
+    for (let b = 0; b < 4; b++) await first.read(b * 64 * KiB, 64 * KiB);
+    await first.close();
+    expect(first.stats().cachedBytes).toBe(4 * 64 * KiB);
+
+    const second = await memCache(base, { blockSize: 64 * KiB }, inner);
+    await second.read(4 * 64 * KiB, 64 * KiB); // a new block: stored in a new slot
+    await second.close(); // its store has landed
+    const third = await memCache(base, { blockSize: 64 * KiB }, inner);
+    const before = base.reads;
+    for (let b = 0; b < 5; b++) {
+      expectBytes(
+        await third.read(b * 64 * KiB, 64 * KiB),
+        await base.read(b * 64 * KiB, 64 * KiB),
+      );
+    }
+    // Only the base.read calls of the comparison above: every block came from the cache.
+    expect(base.reads - before, 'no block was evicted to make room').toBe(5);
+    await third.close();
   });
 });
 

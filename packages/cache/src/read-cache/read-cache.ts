@@ -324,7 +324,10 @@ export class ReadCache implements BlockSource {
         }
       }
     }
-    this.#head = newest + 1;
+    // The ring goes on after the newest block, unless the file can still grow: then it grows
+    // first, as before the restart. (Stores finish out of slot order, so the newest block need
+    // not be in the last slot: going on after it would evict blocks while the file has room.)
+    this.#head = this.#fileSlots < this.#maxSlots ? this.#fileSlots : newest + 1;
   }
 
   /**
