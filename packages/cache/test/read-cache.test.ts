@@ -2,6 +2,7 @@ import { open } from 'node:fs/promises';
 import { join } from 'node:path';
 import { type BlockSource, ErrorCode, isIvmrError, MemoryBlockSource } from '@ivmr/core';
 import { describe, expect, it, vi } from 'vitest';
+import type { CacheFile } from '../src/fs/cache-file-system.js';
 import {
   type CacheFileSystem,
   nodeFileSystem,
@@ -56,6 +57,36 @@ function memCache(
   return ReadCache.open(source, { path: '/c/cache', fs, readAhead: 0, ...options });
 }
 
+/** `inner` with its files' reads and writes passed through `read` / `write` (defaults: as is). */
+function wrapFs(
+  inner: CacheFileSystem,
+  wrap: {
+    read?: (file: CacheFile, into: Uint8Array, position: number) => Promise<number>;
+    write?: (file: CacheFile, data: Uint8Array, position: number) => Promise<void>;
+  },
+): CacheFileSystem {
+  return {
+    open: async (path, flags) => {
+      const file = await inner.open(path, flags);
+      return {
+        read: (into, position) => (wrap.read ?? ((f, i, p) => f.read(i, p)))(file, into, position),
+        write: (data, position) =>
+          (wrap.write ?? ((f, d, p) => f.write(d, p)))(file, data, position),
+        sync: () => file.sync(),
+        truncate: (size) => file.truncate(size),
+        size: () => file.size(),
+        close: () => file.close(),
+      };
+    },
+    exists: (path) => inner.exists(path),
+    rename: (from, to) => inner.rename(from, to),
+    unlink: (path) => inner.unlink(path),
+    mkdir: (path) => inner.mkdir(path),
+    syncDir: (path) => inner.syncDir(path),
+    statfs: (path) => inner.statfs(path),
+  };
+}
+
 describe('ReadCache hits and misses', () => {
   it('loads a block once, then serves it from the cache file', async () => {
     const base = new ReadOnlyBase(randomBytesFrom(1, 1 * MiB));
@@ -90,29 +121,13 @@ describe('ReadCache hits and misses', () => {
     // Counts the cache file's reads; `shortReads` makes each read return one byte less.
     let fileReads = 0;
     let shortReads = false;
-    const counting: CacheFileSystem = {
-      open: async (path, flags) => {
-        const file = await fs.open(path, flags);
-        return {
-          read: async (into, position) => {
-            fileReads++;
-            const n = await file.read(into, position);
-            return shortReads ? Math.max(0, n - 1) : n;
-          },
-          write: (data, position) => file.write(data, position),
-          sync: () => file.sync(),
-          truncate: (size) => file.truncate(size),
-          size: () => file.size(),
-          close: () => file.close(),
-        };
+    const counting = wrapFs(fs, {
+      read: async (file, into, position) => {
+        fileReads++;
+        const n = await file.read(into, position);
+        return shortReads ? Math.max(0, n - 1) : n;
       },
-      exists: (path) => fs.exists(path),
-      rename: (from, to) => fs.rename(from, to),
-      unlink: (path) => fs.unlink(path),
-      mkdir: () => fs.mkdir(),
-      syncDir: () => fs.syncDir(),
-      statfs: () => fs.statfs(),
-    };
+    });
     const cache = await memCache(base, { blockSize: 64 * KiB }, counting);
     // Blocks 2..9 are loaded in order, so they take consecutive slots.
     for (let b = 2; b < 10; b++) await cache.read(b * 64 * KiB, 64 * KiB);
@@ -589,30 +604,12 @@ describe('ReadCache restart when stores finished out of slot order', () => {
     const base = new ReadOnlyBase(randomBytesFrom(11, 8 * 64 * KiB));
     const slot0 = dataStart(8);
     // The first cache's store of slot 0 lands last, so its block gets the newest sequence number.
-    const slow: CacheFileSystem = {
-      ...inner,
-      open: async (path, flags) => {
-        const file = await inner.open(path, flags);
-        return {
-          ...file,
-          read: (into, position) => file.read(into, position),
-          write: async (data, position) => {
-            if (position === slot0) await new Promise((r) => setTimeout(r, 50));
-            return file.write(data, position);
-          },
-          sync: () => file.sync(),
-          truncate: (size) => file.truncate(size),
-          size: () => file.size(),
-          close: () => file.close(),
-        };
+    const slow = wrapFs(inner, {
+      write: async (file, data, position) => {
+        if (position === slot0) await new Promise((r) => setTimeout(r, 50));
+        return file.write(data, position);
       },
-      exists: (path) => inner.exists(path),
-      rename: (from, to) => inner.rename(from, to),
-      unlink: (path) => inner.unlink(path),
-      mkdir: () => inner.mkdir(),
-      syncDir: () => inner.syncDir(),
-      statfs: () => inner.statfs(),
-    };
+    });
     const first = await memCache(base, { blockSize: 64 * KiB }, slow);
     for (let b = 0; b < 4; b++) await first.read(b * 64 * KiB, 64 * KiB);
     await first.close();
