@@ -410,11 +410,17 @@ export async function runServeMicro({ seed, ms, tmp }) {
       writeReadReply(big.buf, ++xid, attrs, 1, big.count, big.eof, big.data);
     });
 
+    // Every block the figures read is stored before timing starts. Read-ahead may still load
+    // blocks no figure reads (two offsets that happen to follow each other, at a task's turn):
+    // those loads are not misses, so only misses are checked.
+    await readCache.settle();
     const filled = readCache.stats();
     await bench.run();
     const after = readCache.stats();
-    if (after.misses !== filled.misses || after.sourceReads !== filled.sourceReads) {
-      throw new Error('serve micro: the read cache missed after it was filled');
+    if (after.misses !== filled.misses) {
+      throw new Error(
+        `serve micro: the read cache missed ${after.misses - filled.misses} time(s) after it was filled: ${JSON.stringify({ filled, after })}`,
+      );
     }
     const results = bench.tasks.map((task, k) => {
       const { id, bytesPerOp, checkedReads } = /** @type {(typeof rows)[number]} */ (rows[k]);
