@@ -1,4 +1,4 @@
-import { chmod, copyFile, cp, readFile } from 'node:fs/promises';
+import { chmod, copyFile, cp, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -22,6 +22,7 @@ const SCRIPTS = fileURLToPath(new URL('../../../scripts/test-vm/', import.meta.u
 interface BootReport {
   readonly booted: boolean;
   readonly point: string;
+  readonly descriptor?: { url: string; createType: string; extent: string; virtualSize: number };
   readonly heartbeat?: string;
   readonly timeToHeartbeatMs?: number;
   readonly bytesFromBackup: number;
@@ -54,6 +55,7 @@ describe('ivmr verify --boot', () => {
   let tools: ReturnType<typeof requireTools>;
   let repo: string;
   let profiles: string;
+  let diskSize: number;
   const points: { point: PointJson; expected: { sha: string; boots: number } }[] = [];
 
   beforeAll(async () => {
@@ -65,6 +67,7 @@ describe('ivmr verify --boot', () => {
     const disk = join(tmp.path, 'tvm.raw');
     await copyFile(image, disk);
     await chmod(disk, 0o644);
+    diskSize = (await stat(disk)).size;
     repo = join(tmp.path, 'repo');
     profiles = join(tmp.path, 'profiles');
     const backup = async () => {
@@ -130,6 +133,14 @@ describe('ivmr verify --boot', () => {
       const report = JSON.parse(r.stdout) as BootReport;
       expect(report.booted).toBe(true);
       expect(report.point).toBe(point.id);
+      // The disk was reached the way a hypervisor reaches it: through its VMDK descriptor, which
+      // qemu's VMDK driver read as a disk of the image's size, naming the flat file booted.
+      expect(report.descriptor).toEqual({
+        url: expect.stringMatching(/^nfs:\/\/127\.0\.0\.1\/ivmr\/[^/]+\/tvm\.vmdk$/),
+        createType: 'vmfs',
+        extent: 'tvm-flat.vmdk',
+        virtualSize: diskSize,
+      });
       // The guest hashed the files it read from this point's disk, and counted this boot.
       expect(report.heartbeat).toBe(
         `IVMR-HEARTBEAT sha256=${expected.sha} boots=${expected.boots + 1}`,

@@ -1,11 +1,12 @@
-import { spawn } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { constants } from 'node:fs';
-import { access, mkdtemp, rm } from 'node:fs/promises';
+import { access, mkdir, mkdtemp, readFile, rm, truncate, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ErrorCode, IvmrError, isIvmrError, type Repository } from '@ivmr/core';
 import { NfsServer, type PortmapMode } from '@ivmr/nfs';
+import { parseDescriptor, SECTOR } from '@ivmr/vmdk';
 import { type BootProfiles, type PrefetchReport, profileBytes } from './boot-profile.js';
 import { type BootPrefetchMode, RecoveryService } from './service.js';
 
@@ -20,6 +21,8 @@ export interface QemuBootOptions {
   readonly heartbeat?: RegExp;
   /** The qemu binary; default `qemu-system-x86_64`. */
   readonly qemu?: string;
+  /** The qemu-img binary ({@link checkBoot} checks the VMDK descriptor with it); default `qemu-img`. */
+  readonly qemuImg?: string;
   /** Guest memory; default 256 MiB. */
   readonly memoryMiB?: number;
   /** How the disk is attached: `virtio` (default) or `ide`. */
@@ -70,6 +73,12 @@ export interface BootReport {
   readonly vm: string;
   readonly point: string;
   readonly accel: 'kvm' | 'tcg';
+  /**
+   * The first disk's VMDK descriptor as the datastore served it: fetched over NFS, parsed, and
+   * opened by qemu's VMDK driver. The boot reads the extent it names. Absent when the check
+   * failed (then `reason` says why and the VM was not started).
+   */
+  readonly descriptor?: DescriptorCheck;
   /** The heartbeat line, when seen. */
   readonly heartbeat?: string;
   /** From qemu's start to the heartbeat. */
@@ -89,6 +98,18 @@ export interface BootReport {
   readonly errors: readonly { code: string; message: string; details: Record<string, unknown> }[];
   /** The guest's serial console (the last 64 KiB). */
   readonly serial: string;
+}
+
+/** What {@link checkBoot} found in a disk's VMDK descriptor. */
+export interface DescriptorCheck {
+  /** `nfs://` URL of the descriptor. */
+  readonly url: string;
+  /** Its `createType` (`vmfs` for the datastore's disks). */
+  readonly createType: string;
+  /** The extent file it names, in the same folder: what the VM boots from. */
+  readonly extent: string;
+  /** The disk's size as qemu's VMDK driver sees it through the descriptor. */
+  readonly virtualSize: number;
 }
 
 const DEFAULT_HEARTBEAT = /IVMR-HEARTBEAT[^\r\n]*/;
@@ -134,7 +155,29 @@ export async function checkBoot(options: BootCheckOptions): Promise<BootReport> 
           : { code: ErrorCode.IO, message: String(err), details: {} },
       );
     });
-    const url = `nfs://127.0.0.1/ivmr/${session.name}/${disk.flatName}`;
+    const folder = `nfs://127.0.0.1/ivmr/${session.name}`;
+    const size = disk.extent.size;
+    let descriptor: DescriptorCheck;
+    try {
+      descriptor = await checkDescriptor(folder, disk.descriptorName, size, dir, options.qemuImg);
+    } catch (err) {
+      if (isIvmrError(err, ErrorCode.NOT_FOUND)) throw err;
+      return {
+        booted: false,
+        vm: session.state.vm,
+        point: session.state.point,
+        accel: 'tcg',
+        bytesFromBackup: 0,
+        bytesFromCache: 0,
+        bytesWritten: 0,
+        reason: `the VMDK descriptor did not check out, so the VM was not started: ${err instanceof Error ? err.message : String(err)}`,
+        errors,
+        serial: '',
+      };
+    }
+    // The extent the descriptor names, not the session's idea of it: the boot goes the way a
+    // hypervisor's would.
+    const url = `${folder}/${descriptor.extent}`;
     let accel: 'kvm' | 'tcg' =
       options.accel === 'tcg'
         ? 'tcg'
@@ -167,6 +210,7 @@ export async function checkBoot(options: BootCheckOptions): Promise<BootReport> 
       vm: session.state.vm,
       point: session.state.point,
       accel,
+      descriptor,
       ...(run.heartbeat ? { heartbeat: run.heartbeat, timeToHeartbeatMs: run.ms } : {}),
       bytesFromBackup: sum((d) => d.bytesFromBase),
       bytesFromCache: sum((d) => d.bytesFromCache),
@@ -184,6 +228,77 @@ export async function checkBoot(options: BootCheckOptions): Promise<BootReport> 
     if (options.tmpDir === undefined) await rm(dir, { recursive: true, force: true });
     else await rm(cacheDir, { recursive: true, force: true });
   }
+}
+
+/**
+ * Checks the VMDK descriptor `name` in the datastore folder `folder` (an `nfs://` URL) the way a
+ * hypervisor meets it: fetches it over NFS (qemu's nfs driver), parses it, and opens it with
+ * qemu's VMDK driver. qemu 7.2 cannot follow a relative extent over nfs:// (it takes the
+ * descriptor's path for its folder), so its VMDK driver opens the served descriptor next to a
+ * sparse stand-in of the extent, which shows that qemu reads it as a disk of the right size; the
+ * boot then reads the extent the descriptor names over nfs://. Throws `IVMR_FORMAT` (or qemu-img's
+ * message) for a descriptor a hypervisor would not boot from. Internal (not exported by the
+ * package); exported from this module for its tests.
+ */
+export async function checkDescriptor(
+  folder: string,
+  name: string,
+  size: number,
+  dir: string,
+  qemuImg = 'qemu-img',
+): Promise<DescriptorCheck> {
+  const url = `${folder}/${name}`;
+  const check = join(dir, 'descriptor');
+  await mkdir(check, { recursive: true });
+  const local = join(check, name);
+  await run(qemuImg, ['convert', '-f', 'raw', '-O', 'raw', url, local]);
+  const parsed = parseDescriptor(await readFile(local), { name: url });
+  const [extent, ...more] = parsed.extents;
+  const fail = (why: string) =>
+    new IvmrError(ErrorCode.FORMAT, `${url}: ${why}`, { details: { url } });
+  if (!extent || more.length > 0) {
+    throw fail(`${parsed.extents.length} extents; the boot check needs one`);
+  }
+  const file = extent.fileName;
+  if (
+    (extent.type !== 'VMFS' && extent.type !== 'FLAT') ||
+    !file ||
+    file.includes('/') ||
+    file === name ||
+    (extent.offset ?? 0) !== 0
+  ) {
+    throw fail(
+      `its extent (${extent.type} "${file ?? ''}" at sector ${extent.offset ?? 0}) is not a flat file of its folder`,
+    );
+  }
+  if (extent.access !== 'RW') throw fail(`its extent is ${extent.access}, not RW`);
+  if (extent.sectors * SECTOR !== size) {
+    throw fail(`its extent has ${extent.sectors} sectors, the disk ${size / SECTOR}`);
+  }
+  // A sparse stand-in: costs no space, whatever the disk's size.
+  await writeFile(join(check, file), '');
+  await truncate(join(check, file), size);
+  const info = JSON.parse(await run(qemuImg, ['info', '--output=json', '-f', 'vmdk', local])) as {
+    'virtual-size'?: number;
+  };
+  if (info['virtual-size'] !== size) {
+    throw fail(`qemu's VMDK driver sees ${info['virtual-size']} bytes, the disk has ${size}`);
+  }
+  await rm(check, { recursive: true, force: true });
+  return { url, createType: parsed.createType, extent: file, virtualSize: info['virtual-size'] };
+}
+
+/** Runs a tool and resolves with its stdout; its stderr in the error when it fails. */
+function run(tool: string, args: readonly string[]): Promise<string> {
+  return new Promise((resolve, reject) => {
+    execFile(tool, args, { maxBuffer: 16 * 1024 * 1024 }, (err, stdout, stderr) => {
+      if (!err) return resolve(stdout);
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
+        return reject(new IvmrError(ErrorCode.NOT_FOUND, `cannot run ${tool}: ${err.message}`));
+      }
+      reject(new Error(stderr.trim() || err.message));
+    });
+  });
 }
 
 function whyNot(
@@ -236,6 +351,12 @@ async function kvmUsable(): Promise<boolean> {
 
 /** What one {@link bootQemu} run saw. */
 export interface QemuBootRun {
+  /**
+   * The first disk's VMDK descriptor as the datastore served it: fetched over NFS, parsed, and
+   * opened by qemu's VMDK driver. The boot reads the extent it names. Absent when the check
+   * failed (then `reason` says why and the VM was not started).
+   */
+  readonly descriptor?: DescriptorCheck;
   /** The heartbeat line, when seen. */
   readonly heartbeat?: string;
   /** From qemu's start to the heartbeat (0 without one). */

@@ -129,6 +129,8 @@ export interface SessionState {
 /** One disk of a session: the backup's disk under the session's write overlay. */
 export interface SessionDisk {
   readonly name: string;
+  /** `<disk>.vmdk`: the descriptor the datastore serves, naming the flat file as its extent. */
+  readonly descriptorName: string;
   /** `<disk>-flat.vmdk`. */
   readonly flatName: string;
   /** What the datastore serves for the flat file. */
@@ -361,6 +363,7 @@ export class RecoverySession {
         if (state.migration?.switched !== undefined) overlay.seal();
         disks.push({
           name: d.name,
+          descriptorName: names.disks[i]!.descriptorName,
           flatName: names.disks[i]!.flatName,
           extent: new FlatExtent(overlay),
           overlay,

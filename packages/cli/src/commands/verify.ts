@@ -178,7 +178,13 @@ async function runBootCheck(flags: VerifyFlags, io: CliIo): Promise<number> {
   if (flags.json) writeJson(io.stdout, report);
   else {
     const p = report.prefetch;
+    const d = report.descriptor;
     const figures = [
+      ...(d
+        ? [
+            `disk: ${d.url} (createType ${d.createType}, ${formatBytes(d.virtualSize)} to qemu's VMDK driver) names ${d.extent}, booted over nfs://`,
+          ]
+        : []),
       `read ${formatBytes(report.bytesFromBackup)} from the backup, ${formatBytes(report.bytesFromCache)} from the cache; ${formatBytes(report.bytesWritten)} written (discarded)`,
       ...(p
         ? [
