@@ -86,16 +86,20 @@ describe('SequentialDetector', () => {
     const d = new SequentialDetector(2);
     const bs = 65536;
     expect(d.note(0, bs, bs, 4)).toEqual([0, 0]);
+    expect(d.streaming).toBe(false);
     expect(d.note(10 * bs, bs, bs, 4)).toEqual([0, 0]);
     expect(d.note(bs, bs, bs, 4)).toEqual([2, 6]);
+    expect(d.streaming).toBe(true);
     expect(d.note(11 * bs, bs, bs, 4)).toEqual([12, 16]);
     // Blocks 3..5 are still ahead of the read of block 2: more than half the window, so nothing
     // is asked; after block 3 only 2 are, and the next run is asked for at once.
     expect(d.note(2 * bs, bs, bs, 4)).toEqual([0, 0]);
+    expect(d.streaming, 'a stream read that asks for nothing ahead').toBe(true);
     expect(d.note(3 * bs, bs, bs, 4)).toEqual([6, 8]);
     expect(d.note(4 * bs, bs, bs, 4)).toEqual([0, 0]);
     expect(d.note(5 * bs, bs, bs, 4)).toEqual([8, 10]);
     expect(d.note(50 * bs, 4096, bs, 4)).toEqual([0, 0]);
+    expect(d.streaming).toBe(false);
     expect(d.note(7 * bs, 4096, bs, 4)).toEqual([0, 0]);
   });
 });

@@ -16,6 +16,7 @@ import {
   HEADER_BYTES,
   MAX_SOURCE_ID,
 } from './cache-file-format.js';
+import { RunBuffers } from './run-buffers.js';
 import { SequentialDetector } from './sequential-detector.js';
 import { type FloorOptions, SpaceGuard } from './space-guard.js';
 
@@ -46,6 +47,16 @@ export interface ReadCacheOptions extends FloorOptions {
   /** Reads in a row that make a stream sequential. Default 2. */
   readAheadTrigger?: number;
   /**
+   * When blocks a sequential stream loads (read ahead, or missed by the stream's own reads) go
+   * into the cache file. `second-read` (default): the first time a stream loads a block it is
+   * only held in memory until the stream has read it; the next time a stream loads it, it is
+   * stored. A stream that reads the disk once (a migration, a scan, a guest copying a big file)
+   * then costs the cache file nothing and evicts nothing, and it runs at the source's speed
+   * instead of the cache file's write speed; read again, its blocks are cached. `first-read`
+   * stores them at once. Blocks missed by other reads, and prefetched ones, are always stored.
+   */
+  streamAdmission?: 'first-read' | 'second-read';
+  /**
    * Read-ahead loads running at once, at most; each load is one source read of a run of
    * consecutive missing blocks. Default 4.
    */
@@ -72,6 +83,11 @@ export interface ReadCacheStats {
   readonly bytesFromCache: number;
   /** Loads started by read-ahead. */
   readonly readAheadLoads: number;
+  /**
+   * Blocks a sequential stream loaded (read ahead, or missed by its reads) and held in memory
+   * only, not stored: their first load by a stream (see `streamAdmission`).
+   */
+  readonly streamedBlocks: number;
   /** Blocks known to be zero (`isZeroBlock`), served without the cache or the source. */
   readonly zeroReads: number;
   /** Blocks dropped to make room (circular reuse and shrinking). */
@@ -142,6 +158,15 @@ export class ReadCache implements BlockSource {
   readonly #flight = new SingleFlight<number, Uint8Array>();
   /** Blocks loaded from the source whose store into the cache file is in flight. */
   readonly #storing = new Map<number, Uint8Array>();
+  /**
+   * Blocks a stream loaded and did not store (their first load, see `streamAdmission`), until
+   * the stream has read them; the oldest are dropped beyond {@link #streamedCap}.
+   */
+  readonly #streamed = new Map<number, Uint8Array>();
+  readonly #streamedCap: number;
+  readonly #runBuffers: RunBuffers;
+  /** One bit per block: loaded by a stream before (`second-read` admission). Undefined: store all. */
+  readonly #streamedBefore: Uint8Array | undefined;
   readonly #prefetching = new Set<Promise<void>>();
   readonly #background = new Set<Promise<unknown>>();
   readonly #index = new Map<number, number>();
@@ -176,6 +201,7 @@ export class ReadCache implements BlockSource {
   #bytesFromSource = 0;
   #bytesFromCache = 0;
   #readAheadLoads = 0;
+  #streamedBlocks = 0;
   #zeroReads = 0;
   #blocksPruned = 0;
   #bytesPruned = 0;
@@ -201,6 +227,14 @@ export class ReadCache implements BlockSource {
     this.#readAhead = options.readAhead ?? 32;
     this.#maxReadAheadLoads = options.maxReadAheadLoads ?? 4;
     this.#detector = new SequentialDetector(options.readAheadTrigger ?? 2);
+    // Room for a few streams to have a window read ahead each.
+    this.#streamedCap = 4 * Math.max(this.#readAhead, 1);
+    // A run is at most half a window (see #startReadAhead); a few spare for the next runs.
+    this.#runBuffers = new RunBuffers(Math.ceil(this.#readAhead / 2) * header.blockSize, 8);
+    this.#streamedBefore =
+      (options.streamAdmission ?? 'second-read') === 'second-read' && this.#readAhead > 0
+        ? new Uint8Array(Math.ceil(Math.ceil(source.size / header.blockSize) / 8))
+        : undefined;
     const n = header.slotCount;
     this.#slotBlock = new Float64Array(n).fill(-1);
     this.#slotLen = new Uint32Array(n);
@@ -344,6 +378,16 @@ export class ReadCache implements BlockSource {
     const end = offset + length;
     const parts: Promise<void>[] = [];
     const last = Math.floor((end - 1) / bs);
+    // A read that continues a sequential stream loads its missing blocks as the stream's, like
+    // its read-ahead (see streamAdmission); the window grows with the reads' size, so that it
+    // stays ahead of a client that has several large reads out at once.
+    let ahead: [number, number] = [0, 0];
+    let stream = false;
+    if (this.#readAhead > 0) {
+      const window = Math.max(this.#readAhead, 4 * Math.ceil(length / bs));
+      ahead = this.#detector.note(offset, length, bs, window);
+      stream = this.#detector.streaming;
+    }
     for (let b = Math.floor(offset / bs); b <= last; ) {
       const run = this.#cachedRun(b, last);
       if (run > 1) {
@@ -353,16 +397,16 @@ export class ReadCache implements BlockSource {
       }
       const missing = this.#missingRun(b, last + 1);
       if (missing > 1) {
-        parts.push(this.#readMissingRun(b, missing, offset, end, out));
+        parts.push(this.#readMissingRun(b, missing, offset, end, out, stream));
         b += missing;
         continue;
       }
       const lo = Math.max(offset, b * bs);
       const hi = Math.min(end, (b + 1) * bs);
-      parts.push(this.#readPart(b, lo - b * bs, out.subarray(lo - offset, hi - offset)));
+      parts.push(this.#readPart(b, lo - b * bs, out.subarray(lo - offset, hi - offset), stream));
       b++;
     }
-    if (this.#readAhead > 0) this.#startReadAhead(offset, length);
+    if (ahead[1] > ahead[0]) this.#startReadAhead(ahead[0], ahead[1]);
     if (parts.length === 1) await parts[0];
     else await Promise.all(parts);
     return out;
@@ -395,6 +439,12 @@ export class ReadCache implements BlockSource {
     for (let b = Math.floor(offset / bs); b < end; ) {
       const n = Math.min(maxRun, this.#missingRun(b, end));
       if (n === 0) {
+        // A block a stream holds in memory only is stored: prefetched blocks are kept.
+        const held = this.#streamed.get(b);
+        if (held !== undefined) {
+          this.#storeBehind(b, held);
+          this.#unstream(b);
+        }
         b++;
         continue;
       }
@@ -481,6 +531,7 @@ export class ReadCache implements BlockSource {
       !this.#index.has(b + n) &&
       this.#flight.get(b + n) === undefined &&
       !this.#storing.has(b + n) &&
+      !this.#streamed.has(b + n) &&
       !this.#isZero(b + n)
     ) {
       n++;
@@ -488,22 +539,27 @@ export class ReadCache implements BlockSource {
     return n;
   }
 
-  /** Loads blocks `b..b + n - 1` with one source read and copies their part of the read. */
+  /**
+   * Loads blocks `b..b + n - 1` with one source read and copies their part of the read; a
+   * stream's blocks are admitted as the stream's (see streamAdmission).
+   */
   async #readMissingRun(
     b: number,
     n: number,
     offset: number,
     end: number,
     out: Uint8Array,
+    stream: boolean,
   ): Promise<void> {
     this.#misses += n;
-    const blocks = await Promise.all(this.#loadRun(b, n));
+    const blocks = await Promise.all(this.#loadRun(b, n, stream));
     const bs = this.#bs;
     for (let k = 0; k < n; k++) {
       const at = (b + k) * bs;
       const lo = Math.max(offset, at);
       const hi = Math.min(end, at + blocks[k]!.length);
       out.set(blocks[k]!.subarray(lo - at, hi - at), lo - offset);
+      if (stream && hi === at + blocks[k]!.length) this.#unstream(b + k);
     }
   }
 
@@ -512,28 +568,40 @@ export class ReadCache implements BlockSource {
    * then fetches and decodes its frames in one request instead of one per block. Each block is
    * in flight meanwhile (other reads of it wait for this load), then stored behind. When the run's
    * read fails, each block is loaded alone, so that a damaged block fails only the reads that
-   * need it, never its neighbours in the run. Returns each block's load.
+   * need it, never its neighbours in the run. Returns each block's load. A read-ahead run reads
+   * into a reused buffer (see {@link RunBuffers}).
    */
-  #loadRun(b: number, n: number): Promise<Uint8Array>[] {
+  #loadRun(b: number, n: number, stream = false): Promise<Uint8Array>[] {
     const bs = this.#bs;
     const start = b * bs;
     const len = Math.min(n * bs, this.size - start);
+    const pooled = stream && len <= this.#runBuffers.size;
     // Not zeroed: the source's read fills every byte.
-    const buf = new Uint8Array(Buffer.allocUnsafeSlow(len).buffer, 0, len);
+    const buf = pooled
+      ? this.#runBuffers.take(len)
+      : new Uint8Array(Buffer.allocUnsafeSlow(len).buffer, 0, len);
     const whole = this.#source.read(start, len, buf).then(() => {
       this.#sourceReads++;
       this.#bytesFromSource += len;
       for (let k = 0; k < n; k++) {
-        this.#storeBehind(b + k, buf.subarray(k * bs, Math.min((k + 1) * bs, len)));
+        const block = buf.subarray(k * bs, Math.min((k + 1) * bs, len));
+        if (stream) this.#admitStreamed(b + k, block);
+        else this.#storeBehind(b + k, block);
       }
     });
+    if (pooled) {
+      // The load's own hold ends after the reads waiting for its blocks have copied them: they
+      // resume in microtasks once it settles, all before the next turn of the event loop.
+      const release = () => setImmediate(() => this.#runBuffers.release(buf));
+      whole.then(release, release);
+    }
     const blocks: Promise<Uint8Array>[] = [];
     for (let k = 0; k < n; k++) {
       blocks.push(
         this.#flight.run(b + k, () =>
           whole.then(
             () => buf.subarray(k * bs, Math.min((k + 1) * bs, len)),
-            () => this.#loadBlock(b + k),
+            () => this.#loadBlock(b + k, stream),
           ),
         ),
       );
@@ -541,8 +609,11 @@ export class ReadCache implements BlockSource {
     return blocks;
   }
 
-  /** Reads bytes `[inBlock, inBlock + dst.length)` of block `b` into `dst`. */
-  async #readPart(b: number, inBlock: number, dst: Uint8Array): Promise<void> {
+  /**
+   * Reads bytes `[inBlock, inBlock + dst.length)` of block `b` into `dst`; a miss of a `stream`
+   * read is admitted as the stream's (see streamAdmission).
+   */
+  async #readPart(b: number, inBlock: number, dst: Uint8Array, stream = false): Promise<void> {
     if (this.#isZero(b)) {
       dst.fill(0);
       this.#zeroReads++;
@@ -568,15 +639,21 @@ export class ReadCache implements BlockSource {
       if (this.#index.get(b) === s) this.#forget(s);
     }
     const storing = this.#storing.get(b);
-    if (storing !== undefined) {
+    const held = storing ?? this.#streamed.get(b);
+    if (held !== undefined) {
       this.#hits++;
       this.#bytesFromCache += dst.length;
-      dst.set(storing.subarray(inBlock, inBlock + dst.length));
+      dst.set(held.subarray(inBlock, inBlock + dst.length));
+      // A stream is done with a block once it read the block's end: the next time the block is
+      // wanted it is read ahead again, and then stored.
+      if (storing === undefined && inBlock + dst.length === held.length) this.#unstream(b);
       return;
     }
     this.#misses++;
-    const block = await this.#flight.run(b, () => this.#loadBlock(b));
+    const block = await this.#flight.run(b, () => this.#loadBlock(b, stream));
     dst.set(block.subarray(inBlock, inBlock + dst.length));
+    // The load may have been a read-ahead, which holds the block for the stream: done with it.
+    if (inBlock + dst.length === block.length) this.#unstream(b);
   }
 
   /** Serves a part of slot `s`; false when the slot turned out short or damaged. */
@@ -626,8 +703,11 @@ export class ReadCache implements BlockSource {
     return true;
   }
 
-  /** Loads block `b` from the source and stores it (storing is best effort). */
-  async #loadBlock(b: number): Promise<Uint8Array> {
+  /**
+   * Loads block `b` from the source and stores it (storing is best effort), or admits it as a
+   * stream's block.
+   */
+  async #loadBlock(b: number, stream = false): Promise<Uint8Array> {
     const bs = this.#bs;
     const len = Math.min(bs, this.size - b * bs);
     // Not zeroed: the source's read fills every byte.
@@ -635,8 +715,40 @@ export class ReadCache implements BlockSource {
     await this.#source.read(b * bs, len, buf);
     this.#sourceReads++;
     this.#bytesFromSource += len;
-    this.#storeBehind(b, buf);
+    if (stream) this.#admitStreamed(b, buf);
+    else this.#storeBehind(b, buf);
     return buf;
+  }
+
+  /**
+   * A block loaded for a sequential stream (read ahead, or missed by a read of the stream):
+   * stored when a stream loaded it before (or when `streamAdmission` is `first-read`), else held
+   * in memory until the stream has read it, and marked as loaded by a stream once.
+   */
+  #admitStreamed(b: number, buf: Uint8Array): void {
+    const before = this.#streamedBefore;
+    if (before === undefined || (before[b >>> 3]! & (1 << (b & 7))) !== 0) {
+      this.#unstream(b);
+      this.#storeBehind(b, buf);
+      return;
+    }
+    before[b >>> 3]! |= 1 << (b & 7);
+    if (this.#closed || this.#closing) return;
+    this.#unstream(b);
+    this.#runBuffers.hold(buf);
+    this.#streamed.set(b, buf);
+    this.#streamedBlocks++;
+    if (this.#streamed.size > this.#streamedCap) {
+      this.#unstream(this.#streamed.keys().next().value as number);
+    }
+  }
+
+  /** Drops block `b` from the blocks held for a stream. */
+  #unstream(b: number): void {
+    const buf = this.#streamed.get(b);
+    if (buf === undefined) return;
+    this.#streamed.delete(b);
+    this.#runBuffers.release(buf);
   }
 
   /** Stores a loaded block in the cache file without making the reader wait for it. */
@@ -645,7 +757,13 @@ export class ReadCache implements BlockSource {
       // Readers need not wait for the cache file: until the block is stored, reads of it are
       // served from this buffer.
       this.#storing.set(b, buf);
-      this.#track(this.#store(b, buf).finally(() => this.#storing.delete(b)));
+      this.#runBuffers.hold(buf);
+      this.#track(
+        this.#store(b, buf).finally(() => {
+          this.#storing.delete(b);
+          this.#runBuffers.release(buf);
+        }),
+      );
     }
   }
 
@@ -772,8 +890,8 @@ export class ReadCache implements BlockSource {
     }
   }
 
-  #startReadAhead(offset: number, length: number): void {
-    const [from, to] = this.#detector.note(offset, length, this.#bs, this.#readAhead);
+  /** Loads the missing blocks of `[from, to)` for a stream, in runs, in the background. */
+  #startReadAhead(from: number, to: number): void {
     const end = Math.min(to, Math.ceil(this.size / this.#bs));
     for (let b = from; b < end; ) {
       if (this.#prefetching.size >= this.#maxReadAheadLoads) break;
@@ -787,7 +905,7 @@ export class ReadCache implements BlockSource {
       // Each run of missing blocks is one source read.
       this.#readAheadLoads += n;
       // A failed read-ahead costs nothing: the read that wants the block loads it again.
-      const p: Promise<void> = Promise.allSettled(this.#loadRun(b, n))
+      const p: Promise<void> = Promise.allSettled(this.#loadRun(b, n, true))
         .then(() => {})
         .finally(() => this.#prefetching.delete(p));
       this.#prefetching.add(p);
@@ -867,6 +985,7 @@ export class ReadCache implements BlockSource {
       bytesFromSource: this.#bytesFromSource,
       bytesFromCache: this.#bytesFromCache,
       readAheadLoads: this.#readAheadLoads,
+      streamedBlocks: this.#streamedBlocks,
       zeroReads: this.#zeroReads,
       blocksPruned: this.#blocksPruned,
       bytesPruned: this.#bytesPruned,
@@ -907,6 +1026,7 @@ export class ReadCache implements BlockSource {
     this.#closed = true;
     await Promise.allSettled([...this.#prefetching, ...this.#background]);
     await this.#flight.idle();
+    for (const b of [...this.#streamed.keys()]) this.#unstream(b);
     await this.#file.close();
   }
 }

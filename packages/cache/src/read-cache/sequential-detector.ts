@@ -18,6 +18,12 @@ export class SequentialDetector {
   readonly #max: number;
   readonly #trigger: number;
   #clock = 0;
+  #streaming = false;
+
+  /** Whether the read noted last continues a stream that has reached the trigger. */
+  get streaming(): boolean {
+    return this.#streaming;
+  }
 
   /**
    * @param trigger reads in a row a stream needs before read-ahead starts
@@ -57,6 +63,7 @@ export class SequentialDetector {
       s.run++;
       s.lastUsed = this.#clock;
     }
+    this.#streaming = s.run >= this.#trigger && length > 0;
     if (s.run < this.#trigger || ahead <= 0 || length === 0) return [0, 0];
     const first = Math.floor((end - 1) / blockSize) + 1;
     if (s.aheadFrom - first > ahead / 2) return [0, 0];

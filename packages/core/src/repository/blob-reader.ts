@@ -6,7 +6,10 @@ import type { BlobIndex, BlobLocation } from './blob-index.js';
 
 /** Options of the decoded-frame cache every repository keeps. */
 export interface FrameCacheOptions {
-  /** Bytes of decoded frames kept (default 16 MiB). 0 disables the cache. */
+  /**
+   * Bytes of decoded frames kept (default 16 MiB). 0 disables the cache. Only frames that a read
+   * used in part are kept (small reads use a frame piecemeal); a frame a read used whole is not.
+   */
   maxBytes?: number;
 }
 
@@ -61,7 +64,17 @@ export class BlobReader {
     const frameSize = 2 ** loc.frameShift;
     const first = Math.floor(offset / frameSize);
     const last = Math.floor((offset + length - 1) / frameSize);
-    const frames = await this.#frames(slot, loc, first, last);
+    // A frame this read uses whole is not kept in the frame cache: the cache is for frames that
+    // small reads use piecemeal (each 4 KiB read of a 64 KiB frame would decode it again); a
+    // frame used whole was read by a stream, whose next reads go past it (and a read cache
+    // above, when there is one, keeps the bytes). Keeping such frames only churned the cache
+    // and the garbage collector.
+    const partFirst = offset % frameSize !== 0;
+    const end = offset + length;
+    const partLast = end % frameSize !== 0 && end !== loc.rawLength;
+    const frames = await this.#frames(slot, loc, first, last, (f) =>
+      f === first ? partFirst || (f === last && partLast) : f === last && partLast,
+    );
     let pos = offset;
     let dst = outOffset;
     for (let f = first; f <= last; f++) {
@@ -80,6 +93,7 @@ export class BlobReader {
     loc: BlobLocation,
     first: number,
     last: number,
+    keep: (frame: number) => boolean,
   ): Promise<Uint8Array[]> {
     const result: (Uint8Array | Promise<Uint8Array>)[] = [];
     let missFirst = -1;
@@ -106,7 +120,7 @@ export class BlobReader {
         one.then(
           (frame) => {
             this.#loading.delete(key);
-            this.#remember(key, frame);
+            if (keep(f)) this.#remember(key, frame);
           },
           () => this.#loading.delete(key),
         );
