@@ -737,6 +737,39 @@ describe('ReadCache restart when stores finished out of slot order', () => {
   });
 });
 
+describe('ReadCache stores', () => {
+  it('beyond maxPendingStoreBytes waiting to be stored, a loaded block is served but not stored', async () => {
+    const bs = 64 * KiB;
+    const bytes = randomBytesFrom(16, 40 * bs);
+    let open!: () => void;
+    const gate = new Promise<void>((resolve) => {
+      open = resolve;
+    });
+    const fs = wrapFs(new CrashFs(), {
+      write: async (file, data, position) => {
+        // The header is written at open; data and slot entries wait for the gate.
+        if (position > 0) await gate;
+        await file.write(data, position);
+      },
+    });
+    const cache = await memCache(
+      new ReadOnlyBase(bytes),
+      { blockSize: bs, maxPendingStoreBytes: 32 * bs },
+      fs,
+    );
+    // Every read is answered while no store can finish: reads never wait for the cache file.
+    for (let b = 0; b < 40; b++) {
+      expectBytes(await cache.read(b * bs, bs), bytes.subarray(b * bs, (b + 1) * bs), `block ${b}`);
+    }
+    // 32 blocks wait; the other 8 were not stored.
+    expect(cache.stats().storesSkipped).toBe(8);
+    open();
+    await cache.settle();
+    expect(cache.stats().cachedBytes).toBe(32 * bs);
+    await cache.close();
+  });
+});
+
 describe('ReadCache under a write overlay', () => {
   it('never holds overlay data: pruning the whole cache loses no write', async () => {
     const fs = new CrashFs();
@@ -749,6 +782,7 @@ describe('ReadCache under a write overlay', () => {
     });
     const model = await base.read(0, base.size);
     await ov.read(0, ov.size);
+    await cache.settle();
     const data = randomBytesFrom(10, 50_000);
     await ov.write(12_345, data);
     model.set(data, 12_345);

@@ -57,6 +57,12 @@ export interface ReadCacheOptions extends FloorOptions {
    */
   streamAdmission?: 'first-read' | 'second-read';
   /**
+   * Bytes of loaded blocks that may wait to be stored (reads do not wait for stores, so a source
+   * faster than the cache file piles them up); beyond, a loaded block is served but not stored
+   * (`storesSkipped`). Default 256 MiB.
+   */
+  maxPendingStoreBytes?: number;
+  /**
    * Read-ahead loads running at once, at most; each load is one source read of a run of
    * consecutive missing blocks. Default 4.
    */
@@ -88,6 +94,11 @@ export interface ReadCacheStats {
    * only, not stored: their first load by a stream (see `streamAdmission`).
    */
   readonly streamedBlocks: number;
+  /**
+   * Loaded blocks not stored because `maxPendingStoreBytes` of blocks already waited to be
+   * stored (the cache file could not keep up); a later miss stores them.
+   */
+  readonly storesSkipped: number;
   /** Blocks known to be zero (`isZeroBlock`), served without the cache or the source. */
   readonly zeroReads: number;
   /** Blocks dropped to make room (circular reuse and shrinking). */
@@ -164,6 +175,9 @@ export class ReadCache implements BlockSource {
    */
   readonly #streamed = new Map<number, Uint8Array>();
   readonly #streamedCap: number;
+  /** Bytes of blocks waiting to be stored, at most (see #storeBehind). */
+  readonly #maxPendingStoreBytes: number;
+  #storingBytes = 0;
   readonly #runBuffers: RunBuffers;
   /** One bit per block: loaded by a stream before (`second-read` admission). Undefined: store all. */
   readonly #streamedBefore: Uint8Array | undefined;
@@ -202,6 +216,7 @@ export class ReadCache implements BlockSource {
   #bytesFromCache = 0;
   #readAheadLoads = 0;
   #streamedBlocks = 0;
+  #storesSkipped = 0;
   #zeroReads = 0;
   #blocksPruned = 0;
   #bytesPruned = 0;
@@ -227,6 +242,7 @@ export class ReadCache implements BlockSource {
     this.#readAhead = options.readAhead ?? 32;
     this.#maxReadAheadLoads = options.maxReadAheadLoads ?? 4;
     this.#detector = new SequentialDetector(options.readAheadTrigger ?? 2);
+    this.#maxPendingStoreBytes = options.maxPendingStoreBytes ?? 256 * 1024 * 1024;
     // Room for a few streams to have a window read ahead each.
     this.#streamedCap = 4 * Math.max(this.#readAhead, 1);
     // A run is at most half a window (see #startReadAhead); a few spare for the next runs.
@@ -756,11 +772,20 @@ export class ReadCache implements BlockSource {
     if (!this.#closed && !this.#closing && !this.#storing.has(b)) {
       // Readers need not wait for the cache file: until the block is stored, reads of it are
       // served from this buffer.
+      // A source faster than the cache file (a prefetch, a stream read a second time) would
+      // pile up blocks waiting to be stored without bound: beyond maxPendingStoreBytes a block
+      // is not stored. It is a cache; a later miss stores it.
+      if (this.#storingBytes + buf.length > this.#maxPendingStoreBytes) {
+        this.#storesSkipped++;
+        return;
+      }
       this.#storing.set(b, buf);
+      this.#storingBytes += buf.length;
       this.#runBuffers.hold(buf);
       this.#track(
         this.#store(b, buf).finally(() => {
           this.#storing.delete(b);
+          this.#storingBytes -= buf.length;
           this.#runBuffers.release(buf);
         }),
       );
@@ -986,6 +1011,7 @@ export class ReadCache implements BlockSource {
       bytesFromCache: this.#bytesFromCache,
       readAheadLoads: this.#readAheadLoads,
       streamedBlocks: this.#streamedBlocks,
+      storesSkipped: this.#storesSkipped,
       zeroReads: this.#zeroReads,
       blocksPruned: this.#blocksPruned,
       bytesPruned: this.#bytesPruned,
