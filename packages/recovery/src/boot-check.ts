@@ -155,6 +155,12 @@ export async function checkBoot(options: BootCheckOptions): Promise<BootReport> 
           : { code: ErrorCode.IO, message: String(err), details: {} },
       );
     });
+    let accel: 'kvm' | 'tcg' =
+      options.accel === 'tcg'
+        ? 'tcg'
+        : options.accel === 'kvm' || (await kvmUsable())
+          ? 'kvm'
+          : 'tcg';
     const folder = `nfs://127.0.0.1/ivmr/${session.name}`;
     const size = disk.extent.size;
     let descriptor: DescriptorCheck;
@@ -166,7 +172,7 @@ export async function checkBoot(options: BootCheckOptions): Promise<BootReport> 
         booted: false,
         vm: session.state.vm,
         point: session.state.point,
-        accel: 'tcg',
+        accel,
         bytesFromBackup: 0,
         bytesFromCache: 0,
         bytesWritten: 0,
@@ -178,12 +184,6 @@ export async function checkBoot(options: BootCheckOptions): Promise<BootReport> 
     // The extent the descriptor names, not the session's idea of it: the boot goes the way a
     // hypervisor's would.
     const url = `${folder}/${descriptor.extent}`;
-    let accel: 'kvm' | 'tcg' =
-      options.accel === 'tcg'
-        ? 'tcg'
-        : options.accel === 'kvm' || (await kvmUsable())
-          ? 'kvm'
-          : 'tcg';
     // Reads after the heartbeat are the guest's shutdown: not part of its boot profile.
     const stopRecording = () => session.bootProfile();
     const qemu = { ...options, onHeartbeat: stopRecording };

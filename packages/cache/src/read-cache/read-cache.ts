@@ -654,21 +654,18 @@ export class ReadCache implements BlockSource {
       }
       if (this.#index.get(b) === s) this.#forget(s);
     }
-    const storing = this.#storing.get(b);
-    const held = storing ?? this.#streamed.get(b);
-    if (held !== undefined) {
+    let block = this.#storing.get(b) ?? this.#streamed.get(b);
+    if (block !== undefined) {
       this.#hits++;
       this.#bytesFromCache += dst.length;
-      dst.set(held.subarray(inBlock, inBlock + dst.length));
-      // A stream is done with a block once it read the block's end: the next time the block is
-      // wanted it is read ahead again, and then stored.
-      if (storing === undefined && inBlock + dst.length === held.length) this.#unstream(b);
-      return;
+    } else {
+      this.#misses++;
+      block = await this.#flight.run(b, () => this.#loadBlock(b, stream));
     }
-    this.#misses++;
-    const block = await this.#flight.run(b, () => this.#loadBlock(b, stream));
     dst.set(block.subarray(inBlock, inBlock + dst.length));
-    // The load may have been a read-ahead, which holds the block for the stream: done with it.
+    // A stream is done with a block held for it (read ahead, or loaded by this read) once it
+    // has read the block's end: the next time the block is wanted a stream loads it again, and
+    // then it is stored.
     if (inBlock + dst.length === block.length) this.#unstream(b);
   }
 
@@ -742,15 +739,15 @@ export class ReadCache implements BlockSource {
    * in memory until the stream has read it, and marked as loaded by a stream once.
    */
   #admitStreamed(b: number, buf: Uint8Array): void {
+    this.#unstream(b);
     const before = this.#streamedBefore;
-    if (before === undefined || (before[b >>> 3]! & (1 << (b & 7))) !== 0) {
-      this.#unstream(b);
+    const bit = 1 << (b & 7);
+    if (before === undefined || (before[b >>> 3]! & bit) !== 0) {
       this.#storeBehind(b, buf);
       return;
     }
-    before[b >>> 3]! |= 1 << (b & 7);
+    before[b >>> 3]! |= bit;
     if (this.#closed || this.#closing) return;
-    this.#unstream(b);
     this.#runBuffers.hold(buf);
     this.#streamed.set(b, buf);
     this.#streamedBlocks++;
@@ -771,10 +768,9 @@ export class ReadCache implements BlockSource {
   #storeBehind(b: number, buf: Uint8Array): void {
     if (!this.#closed && !this.#closing && !this.#storing.has(b)) {
       // Readers need not wait for the cache file: until the block is stored, reads of it are
-      // served from this buffer.
-      // A source faster than the cache file (a prefetch, a stream read a second time) would
-      // pile up blocks waiting to be stored without bound: beyond maxPendingStoreBytes a block
-      // is not stored. It is a cache; a later miss stores it.
+      // served from this buffer. So a source faster than the cache file (a prefetch, a stream
+      // read a second time) would pile blocks up without bound: beyond maxPendingStoreBytes a
+      // block is not stored. It is a cache; a later miss stores it.
       if (this.#storingBytes + buf.length > this.#maxPendingStoreBytes) {
         this.#storesSkipped++;
         return;

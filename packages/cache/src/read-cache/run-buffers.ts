@@ -52,9 +52,4 @@ export class RunBuffers {
     this.#holds.delete(part.buffer);
     if (this.#free.length < this.#keep) this.#free.push(new Uint8Array(part.buffer, 0, this.#size));
   }
-
-  /** Buffers held now (for tests). */
-  get held(): number {
-    return this.#holds.size;
-  }
 }

@@ -72,8 +72,12 @@ export class BlobReader {
     const partFirst = offset % frameSize !== 0;
     const end = offset + length;
     const partLast = end % frameSize !== 0 && end !== loc.rawLength;
-    const frames = await this.#frames(slot, loc, first, last, (f) =>
-      f === first ? partFirst || (f === last && partLast) : f === last && partLast,
+    const frames = await this.#frames(
+      slot,
+      loc,
+      first,
+      last,
+      (f) => (f === first && partFirst) || (f === last && partLast),
     );
     let pos = offset;
     let dst = outOffset;
