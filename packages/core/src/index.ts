@@ -42,6 +42,7 @@ export type {
   VerifyReport,
 } from './repository/verify.js';
 export {
+  type ByteRangeRequest,
   isValidObjectName,
   OBJECT_KINDS,
   type ObjectInfo,

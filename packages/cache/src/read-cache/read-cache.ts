@@ -245,8 +245,12 @@ export class ReadCache implements BlockSource {
     this.#maxPendingStoreBytes = options.maxPendingStoreBytes ?? 256 * 1024 * 1024;
     // Room for a few streams to have a window read ahead each.
     this.#streamedCap = 4 * Math.max(this.#readAhead, 1);
-    // A run is at most half a window (see #startReadAhead); a few spare for the next runs.
-    this.#runBuffers = new RunBuffers(Math.ceil(this.#readAhead / 2) * header.blockSize, 8);
+    // A run is at most half a window (see #startReadAhead); a few spare for the next runs. Blocks
+    // loaded one by one (random misses): enough for a queue of them.
+    this.#runBuffers = new RunBuffers([
+      { size: Math.ceil(this.#readAhead / 2) * header.blockSize, keep: 8 },
+      { size: header.blockSize, keep: 64 },
+    ]);
     this.#streamedBefore =
       (options.streamAdmission ?? 'second-read') === 'second-read' && this.#readAhead > 0
         ? new Uint8Array(Math.ceil(Math.ceil(source.size / header.blockSize) / 8))
@@ -584,18 +588,14 @@ export class ReadCache implements BlockSource {
    * then fetches and decodes its frames in one request instead of one per block. Each block is
    * in flight meanwhile (other reads of it wait for this load), then stored behind. When the run's
    * read fails, each block is loaded alone, so that a damaged block fails only the reads that
-   * need it, never its neighbours in the run. Returns each block's load. A read-ahead run reads
-   * into a reused buffer (see {@link RunBuffers}).
+   * need it, never its neighbours in the run. Returns each block's load. The run is read into a
+   * reused buffer (see {@link RunBuffers}).
    */
   #loadRun(b: number, n: number, stream = false): Promise<Uint8Array>[] {
     const bs = this.#bs;
     const start = b * bs;
     const len = Math.min(n * bs, this.size - start);
-    const pooled = stream && len <= this.#runBuffers.size;
-    // Not zeroed: the source's read fills every byte.
-    const buf = pooled
-      ? this.#runBuffers.take(len)
-      : new Uint8Array(Buffer.allocUnsafeSlow(len).buffer, 0, len);
+    const buf = this.#runBuffers.take(len);
     const whole = this.#source.read(start, len, buf).then(() => {
       this.#sourceReads++;
       this.#bytesFromSource += len;
@@ -605,12 +605,7 @@ export class ReadCache implements BlockSource {
         else this.#storeBehind(b + k, block);
       }
     });
-    if (pooled) {
-      // The load's own hold ends after the reads waiting for its blocks have copied them: they
-      // resume in microtasks once it settles, all before the next turn of the event loop.
-      const release = () => setImmediate(() => this.#runBuffers.release(buf));
-      whole.then(release, release);
-    }
+    this.#releaseAfterReaders(whole, buf);
     const blocks: Promise<Uint8Array>[] = [];
     for (let k = 0; k < n; k++) {
       blocks.push(
@@ -623,6 +618,16 @@ export class ReadCache implements BlockSource {
       );
     }
     return blocks;
+  }
+
+  /**
+   * Ends a load's own hold of its buffer once the reads waiting for the load have copied its
+   * blocks: they resume in microtasks once it settles, all before the next turn of the event
+   * loop. Whatever keeps a block longer (a store, a stream's holding area) holds it itself.
+   */
+  #releaseAfterReaders(load: Promise<unknown>, buf: Uint8Array): void {
+    const release = () => setImmediate(() => this.#runBuffers.release(buf));
+    load.then(release, release);
   }
 
   /**
@@ -723,9 +728,10 @@ export class ReadCache implements BlockSource {
   async #loadBlock(b: number, stream = false): Promise<Uint8Array> {
     const bs = this.#bs;
     const len = Math.min(bs, this.size - b * bs);
-    // Not zeroed: the source's read fills every byte.
-    const buf = new Uint8Array(Buffer.allocUnsafeSlow(len).buffer, 0, len);
-    await this.#source.read(b * bs, len, buf);
+    const buf = this.#runBuffers.take(len);
+    const read = this.#source.read(b * bs, len, buf);
+    this.#releaseAfterReaders(read, buf);
+    await read;
     this.#sourceReads++;
     this.#bytesFromSource += len;
     if (stream) this.#admitStreamed(b, buf);

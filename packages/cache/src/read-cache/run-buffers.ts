@@ -1,36 +1,47 @@
 /**
- * Buffers for read-ahead runs, reused. A sequential stream reads ahead a run at a time; a new
- * buffer per run would cost a page fault per page on its first touch (and the garbage collector
- * its churn), which on a virtual machine whose host backs memory lazily was a fifth of a cold
- * stream's time. A block of a run (a subarray of its buffer) is held by whatever keeps it (a
- * store in flight, the stream's holding area, the load itself); the buffer is reused when the
- * last hold is released.
+ * Buffers for loads from the source, reused: a block loaded on a miss, a read-ahead run. A new
+ * buffer per load costs a page fault per page on its first touch (on a virtual machine whose
+ * host backs memory lazily that was a fifth of a cold stream's time), and V8 counts every new
+ * `ArrayBuffer` as external memory: a few hundred MB/s of them made it run a full garbage
+ * collection every few dozen milliseconds, a pause for every read in flight.
+ *
+ * Buffers come in a few sizes (a block, a run); a load takes the smallest that fits, or a fresh
+ * buffer that is not reused when none does. A block of a load (a subarray of its buffer) is held
+ * by whatever keeps it (a store in flight, the stream's holding area, the load itself); the
+ * buffer is reused when the last hold is released.
  */
 export class RunBuffers {
-  readonly #size: number;
-  readonly #keep: number;
-  readonly #free: Uint8Array[] = [];
+  readonly #classes: {
+    readonly size: number;
+    readonly keep: number;
+    readonly free: Uint8Array[];
+  }[];
   readonly #holds = new Map<ArrayBufferLike, number>();
 
   /**
-   * @param size bytes of each buffer (a whole run)
-   * @param keep free buffers kept for reuse, at most
+   * @param classes the sizes of buffer (bytes) and how many free buffers of each are kept for
+   *   reuse, at most
    */
-  constructor(size: number, keep: number) {
-    this.#size = size;
-    this.#keep = keep;
+  constructor(classes: readonly { size: number; keep: number }[]) {
+    this.#classes = [...classes]
+      .sort((a, b) => a.size - b.size)
+      .map((c) => ({ size: c.size, keep: c.keep, free: [] }));
   }
 
-  /** Bytes of each buffer. */
+  /** Bytes of the largest buffer. */
   get size(): number {
-    return this.#size;
+    return this.#classes[this.#classes.length - 1]?.size ?? 0;
   }
 
-  /** A buffer of `length` (<= size) bytes, held once by the caller. */
+  /**
+   * A buffer of `length` bytes, held once by the caller; from the smallest size that holds it,
+   * or a fresh one (not reused) when `length` is larger than every size.
+   */
   take(length: number): Uint8Array {
-    // Not zeroed: a run's source read fills every byte.
-    const buf =
-      this.#free.pop() ?? new Uint8Array(Buffer.allocUnsafeSlow(this.#size).buffer, 0, this.#size);
+    const c = this.#classes.find((k) => k.size >= length);
+    // Not zeroed: a load's source read fills every byte.
+    if (c === undefined) return new Uint8Array(Buffer.allocUnsafeSlow(length).buffer, 0, length);
+    const buf = c.free.pop() ?? new Uint8Array(Buffer.allocUnsafeSlow(c.size).buffer, 0, c.size);
     this.#holds.set(buf.buffer, 1);
     return buf.subarray(0, length);
   }
@@ -50,6 +61,9 @@ export class RunBuffers {
       return;
     }
     this.#holds.delete(part.buffer);
-    if (this.#free.length < this.#keep) this.#free.push(new Uint8Array(part.buffer, 0, this.#size));
+    const size = part.buffer.byteLength;
+    const c = this.#classes.find((k) => k.size === size);
+    if (c !== undefined && c.free.length < c.keep)
+      c.free.push(new Uint8Array(part.buffer, 0, size));
   }
 }

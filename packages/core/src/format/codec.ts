@@ -1,7 +1,9 @@
 import { createHash } from 'node:crypto';
 import { xxh64 } from '@node-rs/xxhash';
-import { compressSync as lz4Compress, uncompressSync as lz4Uncompress } from 'lz4-napi';
-import { compress as zstdCompress, decompress as zstdDecompress } from 'zstd-napi';
+import { compressSync as lz4Compress } from 'lz4-napi';
+import { compress as zstdCompress } from 'zstd-napi';
+import zstdBinding from 'zstd-napi/binding.js';
+import { lz4DecodeInto } from './lz4/lz4-wasm.js';
 
 /** Compression of stored blob frames. `none` stores bytes as they are. */
 export type CodecName = 'lz4' | 'zstd' | 'none';
@@ -35,30 +37,48 @@ export function compressFrame(codec: CodecName, raw: Uint8Array): Uint8Array {
 }
 
 /**
- * Decompresses one frame whose raw length is known. Throws a plain Error when the payload does not
- * decode to exactly `rawLength` bytes; callers turn it into `IVMR_CHUNK_CORRUPT` with context.
+ * Decompresses one frame whose raw length is known into a new buffer. Throws a plain Error when
+ * the payload does not decode to exactly `rawLength` bytes; callers turn it into
+ * `IVMR_CHUNK_CORRUPT` with context.
  */
 export function decompressFrame(
   codec: CodecName,
   payload: Uint8Array,
   rawLength: number,
 ): Uint8Array {
-  let out: Uint8Array;
+  // Not zeroed: decompressFrameInto fills every byte or throws.
+  const out = Buffer.allocUnsafeSlow(rawLength);
+  decompressFrameInto(codec, payload, out);
+  return out;
+}
+
+let zstdContext: InstanceType<typeof zstdBinding.DCtx> | undefined;
+
+/**
+ * Decompresses one frame into `out`, whose length is the frame's raw length: a read that has
+ * its destination allocates nothing (lz4 runs as WebAssembly, zstd through one reused
+ * decompression context). Throws a plain Error when the payload does not decode to exactly
+ * `out.length` bytes; `out` may then hold partial output.
+ */
+export function decompressFrameInto(codec: CodecName, payload: Uint8Array, out: Uint8Array): void {
   switch (codec) {
     case 'none':
-      out = payload;
-      break;
+      if (payload.length !== out.length) {
+        throw new Error(`frame decoded to ${payload.length} bytes, expected ${out.length}`);
+      }
+      out.set(payload);
+      return;
     case 'lz4':
-      out = lz4Uncompress(asBuffer(payload));
-      break;
-    case 'zstd':
-      out = zstdDecompress(asBuffer(payload));
-      break;
+      lz4DecodeInto(payload, out);
+      return;
+    case 'zstd': {
+      zstdContext ??= new zstdBinding.DCtx();
+      // A payload that decodes to more than `out` holds throws (zstd: destination too small).
+      const n = zstdContext.decompress(out, asBuffer(payload));
+      if (n !== out.length) throw new Error(`frame decoded to ${n} bytes, expected ${out.length}`);
+      return;
+    }
   }
-  if (out.length !== rawLength) {
-    throw new Error(`frame decoded to ${out.length} bytes, expected ${rawLength}`);
-  }
-  return out;
 }
 
 /** xxHash64 of a frame payload, seeded with the codec id so a flipped codec byte is detected. */

@@ -1,5 +1,5 @@
 import { ErrorCode, IvmrError, isIvmrError } from '../errors.js';
-import { codecById, decompressFrame, frameChecksum } from '../format/codec.js';
+import { codecById, decompressFrameInto, frameChecksum } from '../format/codec.js';
 import { FRAME_HEADER_SIZE } from '../format/pack.js';
 import type { StoreAdapter } from '../store/adapter.js';
 import type { BlobIndex, BlobLocation } from './blob-index.js';
@@ -26,6 +26,8 @@ export class BlobReader {
   readonly #cache = new Map<number, Uint8Array>();
   #cachedBytes = 0;
   readonly #loading = new Map<number, Promise<Uint8Array>>();
+  /** Buffers the store reads packs into, reused: one per fetch in flight. */
+  readonly #scratch: Scratch[] = [];
 
   readonly #relocate: ((pack: string) => Promise<void>) | undefined;
 
@@ -64,83 +66,132 @@ export class BlobReader {
     const frameSize = 2 ** loc.frameShift;
     const first = Math.floor(offset / frameSize);
     const last = Math.floor((offset + length - 1) / frameSize);
-    // A frame this read uses whole is not kept in the frame cache: the cache is for frames that
-    // small reads use piecemeal (each 4 KiB read of a 64 KiB frame would decode it again); a
-    // frame used whole was read by a stream, whose next reads go past it (and a read cache
-    // above, when there is one, keeps the bytes). Keeping such frames only churned the cache
-    // and the garbage collector.
-    const partFirst = offset % frameSize !== 0;
     const end = offset + length;
-    const partLast = end % frameSize !== 0 && end !== loc.rawLength;
-    const frames = await this.#frames(
-      slot,
-      loc,
-      first,
-      last,
-      (f) => (f === first && partFirst) || (f === last && partLast),
-    );
-    let pos = offset;
-    let dst = outOffset;
+    /** Copies this read's part of decoded frame `f` into `out`. */
+    const copy = (f: number, frame: Uint8Array): void => {
+      const lo = Math.max(offset, f * frameSize);
+      const hi = Math.min(end, f * frameSize + frame.length);
+      out.set(frame.subarray(lo - f * frameSize, hi - f * frameSize), outOffset + lo - offset);
+    };
+    const waits: Promise<void>[] = [];
+    // Frames neither cached nor loading: fetched with one store request (first..last of them).
+    let missFirst = -1;
+    let missLast = -1;
+    let covered: Set<number> | undefined;
     for (let f = first; f <= last; f++) {
-      const frame = frames[f - first]!;
-      const start = pos - f * frameSize;
-      const n = Math.min(frame.length - start, offset + length - pos);
-      out.set(frame.subarray(start, start + n), dst);
-      pos += n;
-      dst += n;
+      const key = slot * 1024 + f;
+      const cached = this.#cache.get(key);
+      if (cached !== undefined) {
+        this.#touch(key, cached);
+        copy(f, cached);
+      } else {
+        const loading = this.#loading.get(key);
+        if (loading === undefined) {
+          if (missFirst < 0) missFirst = f;
+          missLast = f;
+          continue;
+        }
+        waits.push(loading.then((frame) => copy(f, frame)));
+      }
+      if (missFirst >= 0) {
+        covered ??= new Set();
+        covered.add(f);
+      }
     }
+    if (missFirst >= 0) {
+      // A frame this read uses whole is decoded straight into `out` and not kept: the frame
+      // cache is for frames that small reads use piecemeal (each 4 KiB read of a 64 KiB frame
+      // would decode it again); a frame used whole was read by a stream, whose next reads go
+      // past it (and a read cache above, when there is one, keeps the bytes).
+      const used = (f: number): 'whole' | 'part' =>
+        (f === first && offset % frameSize !== 0) ||
+        (f === last && end % frameSize !== 0 && end !== loc.rawLength)
+          ? 'part'
+          : 'whole';
+      const place = (f: number, rawLength: number): Uint8Array => {
+        const at = outOffset + f * frameSize - offset;
+        return out.subarray(at, at + rawLength);
+      };
+      waits.push(this.#fetch(slot, loc, missFirst, missLast, covered, { used, place, copy }));
+    }
+    if (waits.length === 1) await waits[0];
+    else if (waits.length > 1) await Promise.all(waits);
   }
 
-  /** Decoded frames `first..last` of a blob, from the cache or from one store request. */
-  async #frames(
+  /**
+   * Fetches frames `first..last` of a blob with one store request and decodes each one not in
+   * `skip`: a frame the read uses whole straight into the place the read has for it, a frame
+   * used in part into a new buffer that concurrent reads of it share while it loads, that the
+   * read copies its part from, and that the frame cache keeps.
+   */
+  async #fetch(
     slot: number,
     loc: BlobLocation,
     first: number,
     last: number,
-    keep: (frame: number) => boolean,
-  ): Promise<Uint8Array[]> {
-    const result: (Uint8Array | Promise<Uint8Array>)[] = [];
-    let missFirst = -1;
-    let missLast = -1;
+    skip: Set<number> | undefined,
+    to: {
+      used(f: number): 'whole' | 'part';
+      place(f: number, rawLength: number): Uint8Array;
+      copy(f: number, frame: Uint8Array): void;
+    },
+  ): Promise<void> {
+    const frameSize = 2 ** loc.frameShift;
+    const id = this.#index.idOf(slot);
+    // Loads of frames used in part, so that concurrent reads of them wait for this fetch.
+    const parts = new Map<number, Deferred<Uint8Array>>();
     for (let f = first; f <= last; f++) {
-      const key = slot * 1024 + f;
-      const hit = this.#cache.get(key) ?? this.#loading.get(key);
-      if (hit) {
-        if (hit instanceof Uint8Array) this.#touch(key, hit);
-        result.push(hit);
-      } else {
-        if (missFirst < 0) missFirst = f;
-        missLast = f;
-        result.push(undefined as unknown as Uint8Array);
-      }
+      if (skip?.has(f) || to.used(f) === 'whole') continue;
+      const d = deferred<Uint8Array>();
+      parts.set(f, d);
+      this.#loading.set(slot * 1024 + f, d.promise);
     }
-    if (missFirst >= 0) {
-      const batch = this.#load(slot, loc, missFirst, missLast);
-      for (let f = missFirst; f <= missLast; f++) {
-        const key = slot * 1024 + f;
-        if (result[f - first] !== undefined) continue;
-        const one = batch.then((frames) => frames[f - missFirst]!);
-        this.#loading.set(key, one);
-        one.then(
-          (frame) => {
-            this.#loading.delete(key);
-            if (keep(f)) this.#remember(key, frame);
-          },
-          () => this.#loading.delete(key),
-        );
-        result[f - first] = one;
+    const scratch = this.#takeScratch();
+    try {
+      const { bytes, loc: at } = await this.#load(slot, loc, first, last, scratch);
+      let pos = 0;
+      for (let f = first; f <= last; f++) {
+        const stored = at.frameLengths[f]!;
+        const payload = bytes.subarray(pos, pos + stored);
+        pos += stored;
+        if (skip?.has(f)) continue;
+        const rawLength = Math.min(frameSize, at.rawLength - f * frameSize);
+        const part = parts.get(f);
+        if (part === undefined) {
+          decodeStoredFrameInto(payload, to.place(f, rawLength), id, at.pack, f);
+          continue;
+        }
+        const frame = decodeStoredFrame(payload, rawLength, id, at.pack, f);
+        this.#loading.delete(slot * 1024 + f);
+        parts.delete(f);
+        part.resolve(frame);
+        this.#remember(slot * 1024 + f, frame);
+        to.copy(f, frame);
       }
+    } catch (err) {
+      for (const [f, part] of parts) {
+        this.#loading.delete(slot * 1024 + f);
+        part.reject(err);
+      }
+      throw err;
+    } finally {
+      this.#giveScratch(scratch);
     }
-    return Promise.all(result);
   }
 
+  /**
+   * The stored bytes of frames `first..last` of a blob (one store request, into `scratch`
+   * when the store can), and the blob's location they were read at (a pack a prune rewrote is
+   * followed once).
+   */
   async #load(
     slot: number,
     loc: BlobLocation,
     first: number,
     last: number,
+    scratch: Scratch,
     retried = false,
-  ): Promise<Uint8Array[]> {
+  ): Promise<{ bytes: Uint8Array; loc: BlobLocation }> {
     let start = loc.offset;
     for (let f = 0; f < first; f++) start += loc.frameLengths[f]!;
     let length = 0;
@@ -148,13 +199,17 @@ export class BlobReader {
     const id = this.#index.idOf(slot);
     let bytes: Uint8Array;
     try {
-      bytes = await this.#store.get('pack', loc.pack, { offset: start, length });
+      bytes = await this.#store.get('pack', loc.pack, {
+        offset: start,
+        length,
+        into: scratch.take(length),
+      });
     } catch (err) {
       if (isIvmrError(err, ErrorCode.NOT_FOUND)) {
         if (this.#relocate && !retried) {
           await this.#relocate(loc.pack);
           const moved = this.#index.location(slot);
-          if (moved.pack !== loc.pack) return this.#load(slot, moved, first, last, true);
+          if (moved.pack !== loc.pack) return this.#load(slot, moved, first, last, scratch, true);
         }
         throw new IvmrError(ErrorCode.NOT_FOUND, `blob ${id}: its pack ${loc.pack} is missing`, {
           cause: err,
@@ -166,16 +221,15 @@ export class BlobReader {
     if (bytes.length !== length) {
       throw corrupt(id, loc.pack, first, `pack ends early (${bytes.length} of ${length} bytes)`);
     }
-    const frameSize = 2 ** loc.frameShift;
-    const frames: Uint8Array[] = [];
-    let pos = 0;
-    for (let f = first; f <= last; f++) {
-      const stored = loc.frameLengths[f]!;
-      const rawLength = Math.min(frameSize, loc.rawLength - f * frameSize);
-      frames.push(decodeStoredFrame(bytes.subarray(pos, pos + stored), rawLength, id, loc.pack, f));
-      pos += stored;
-    }
-    return frames;
+    return { bytes, loc };
+  }
+
+  #takeScratch(): Scratch {
+    return this.#scratch.pop() ?? new Scratch();
+  }
+
+  #giveScratch(scratch: Scratch): void {
+    if (this.#scratch.length < MAX_SCRATCH) this.#scratch.push(scratch);
   }
 
   #touch(key: number, frame: Uint8Array): void {
@@ -202,8 +256,9 @@ export class BlobReader {
 }
 
 /**
- * Checks and decodes one stored frame (header + payload). Throws `IVMR_CHUNK_CORRUPT` on a
- * short frame, an unknown codec, a checksum mismatch or a wrong decoded length.
+ * Checks and decodes one stored frame (header + payload) into a new buffer. Throws
+ * `IVMR_CHUNK_CORRUPT` on a short frame, an unknown codec, a checksum mismatch or a wrong
+ * decoded length.
  */
 export function decodeStoredFrame(
   stored: Uint8Array,
@@ -212,6 +267,23 @@ export function decodeStoredFrame(
   pack: string,
   frame: number,
 ): Uint8Array {
+  // Not zeroed: decoding fills every byte or throws.
+  const out = new Uint8Array(Buffer.allocUnsafeSlow(rawLength).buffer, 0, rawLength);
+  decodeStoredFrameInto(stored, out, blob, pack, frame);
+  return out;
+}
+
+/**
+ * Checks and decodes one stored frame into `out`, whose length is the frame's raw length.
+ * Throws like {@link decodeStoredFrame}; the checksum is checked before anything is written.
+ */
+export function decodeStoredFrameInto(
+  stored: Uint8Array,
+  out: Uint8Array,
+  blob: string,
+  pack: string,
+  frame: number,
+): void {
   if (stored.length < FRAME_HEADER_SIZE) {
     throw corrupt(blob, pack, frame, `${stored.length} bytes cannot hold a frame header`);
   }
@@ -224,10 +296,50 @@ export function decodeStoredFrame(
   if (frameChecksum(codecId, payload) !== sum)
     throw corrupt(blob, pack, frame, 'checksum mismatch');
   try {
-    return decompressFrame(codec, payload, rawLength);
+    decompressFrameInto(codec, payload, out);
   } catch (err) {
     throw corrupt(blob, pack, frame, (err as Error).message, err);
   }
+}
+
+/** Fetches in flight keep at most this many scratch buffers between them. */
+const MAX_SCRATCH = 16;
+/** A scratch buffer larger than this is not kept for the next fetch. */
+const MAX_SCRATCH_BYTES = 4 * 1024 * 1024;
+
+/** A reused buffer that the store reads one fetch's pack bytes into. */
+class Scratch {
+  #buf: Uint8Array | undefined;
+
+  /** The first `n` bytes of the buffer, grown (to a power of two, at least 64 KiB) if needed. */
+  take(n: number): Uint8Array {
+    if (this.#buf === undefined || this.#buf.length < n) {
+      let size = 64 * 1024;
+      while (size < n) size *= 2;
+      const buf = new Uint8Array(Buffer.allocUnsafeSlow(size).buffer, 0, size);
+      if (size > MAX_SCRATCH_BYTES) return buf.subarray(0, n);
+      this.#buf = buf;
+    }
+    return this.#buf.subarray(0, n);
+  }
+}
+
+interface Deferred<T> {
+  readonly promise: Promise<T>;
+  resolve(value: T): void;
+  reject(err: unknown): void;
+}
+
+/** A promise with its settle functions; a rejection nobody waits for is not reported. */
+function deferred<T>(): Deferred<T> {
+  let resolve!: (value: T) => void;
+  let reject!: (err: unknown) => void;
+  const promise = new Promise<T>((res, rej) => {
+    resolve = res;
+    reject = rej;
+  });
+  promise.catch(() => {});
+  return { promise, resolve, reject };
 }
 
 function corrupt(

@@ -29,6 +29,14 @@ export interface ObjectInfo {
   readonly size: number;
 }
 
+/** A byte range of an object to {@link StoreAdapter.get}. */
+export interface ByteRangeRequest {
+  readonly offset: number;
+  readonly length: number;
+  /** A buffer of at least `length` bytes the adapter may read into (see `get`). */
+  readonly into?: Uint8Array;
+}
+
 /**
  * A store adapter: where a repository keeps its objects (a local directory, memory, an object
  * store, a backup appliance). It knows nothing of blobs, chains or compression; the repository
@@ -48,12 +56,13 @@ export interface StoreAdapter {
    * result, possibly empty); the caller decides whether that is corruption. Must be fast for
    * small ranges of large objects: the read path of a running VM calls it for every cold block.
    * Concurrent calls must be safe.
+   *
+   * `range.into`, when given, is a buffer of at least `length` bytes that the caller lends for
+   * this call: an adapter may read the bytes into it and return a view of it (the local store
+   * does, so that a cold read allocates nothing), or ignore it and return its own buffer. The
+   * caller reuses `into` once the promise settles.
    */
-  get(
-    kind: ObjectKind,
-    name: string,
-    range?: { offset: number; length: number },
-  ): Promise<Uint8Array>;
+  get(kind: ObjectKind, name: string, range?: ByteRangeRequest): Promise<Uint8Array>;
 
   /**
    * Stores an object atomically and durably: when the promise resolves the object survives a

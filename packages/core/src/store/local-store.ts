@@ -13,6 +13,7 @@ import {
 import { join } from 'node:path';
 import { ErrorCode, fromSystemError, IvmrError } from '../errors.js';
 import {
+  type ByteRangeRequest,
   isValidObjectName,
   type ObjectInfo,
   type ObjectKind,
@@ -86,11 +87,7 @@ export class LocalStore implements StoreAdapter {
     return join(this.location, DIRS[kind], name);
   }
 
-  async get(
-    kind: ObjectKind,
-    name: string,
-    range?: { offset: number; length: number },
-  ): Promise<Uint8Array> {
+  async get(kind: ObjectKind, name: string, range?: ByteRangeRequest): Promise<Uint8Array> {
     this.#checkOpen();
     const path = this.#path(kind, name);
     try {
@@ -98,7 +95,10 @@ export class LocalStore implements StoreAdapter {
       const entry = this.#acquire(path);
       try {
         const fh = await entry.fh;
-        const out = Buffer.allocUnsafe(range.length);
+        const out =
+          range.into !== undefined && range.into.length >= range.length
+            ? range.into.subarray(0, range.length)
+            : Buffer.allocUnsafe(range.length);
         let done = 0;
         while (done < range.length) {
           const { bytesRead } = await fh.read(out, done, range.length - done, range.offset + done);

@@ -1,5 +1,6 @@
 import { ErrorCode, IvmrError } from '../errors.js';
 import {
+  type ByteRangeRequest,
   isValidObjectName,
   type ObjectInfo,
   type ObjectKind,
@@ -14,11 +15,7 @@ export class MemoryStore implements StoreAdapter {
   readonly location = 'memory';
   readonly #objects = new Map<string, Uint8Array>();
 
-  async get(
-    kind: ObjectKind,
-    name: string,
-    range?: { offset: number; length: number },
-  ): Promise<Uint8Array> {
+  async get(kind: ObjectKind, name: string, range?: ByteRangeRequest): Promise<Uint8Array> {
     const data = this.#objects.get(key(kind, name));
     if (!data) {
       throw new IvmrError(ErrorCode.NOT_FOUND, `${kind}/${name}: not found in memory store`, {
@@ -26,7 +23,10 @@ export class MemoryStore implements StoreAdapter {
       });
     }
     if (!range) return data.slice();
-    return data.slice(range.offset, range.offset + range.length);
+    const part = data.subarray(range.offset, range.offset + range.length);
+    if (range.into === undefined || range.into.length < part.length) return part.slice();
+    range.into.set(part);
+    return range.into.subarray(0, part.length);
   }
 
   async put(kind: ObjectKind, name: string, data: Uint8Array): Promise<void> {
