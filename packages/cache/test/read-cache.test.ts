@@ -662,6 +662,47 @@ describe('ReadCache free-space floor', () => {
 });
 
 describe('ReadCache persistence', () => {
+  it('writes the table entries of stores in batches, and a reopened cache finds every block', async () => {
+    const dir = await tempDir();
+    const bytes = randomBytesFrom(9, 2 * MiB);
+    const base = new ReadOnlyBase(bytes);
+    const writes = { data: 0, table: 0 };
+    const fs = wrapFs(nodeFileSystem, {
+      write: (file, data, position) => {
+        if (position >= dataStart(32)) writes.data++;
+        else writes.table++;
+        return file.write(data, position);
+      },
+    });
+    const opts = {
+      path: join(dir, 'c.rcache'),
+      blockSize: 64 * KiB,
+      maxBytes: 2 * MiB,
+      readAhead: 0,
+      fs,
+      statfs: async () => ({ totalBytes: 100 * GiB, freeBytes: 50 * GiB }),
+    };
+    const first = await ReadCache.open(base, opts);
+    writes.table = 0;
+    // 32 misses at once (random reads, so each block is stored as it loads).
+    const order = Array.from({ length: 32 }, (_, i) => (i * 13) % 32);
+    await Promise.all(order.map((b) => first.read(b * 64 * KiB + 10, 100)));
+    await first.settle();
+    expect(writes.data, 'one data write per block').toBe(32);
+    expect(writes.table, 'table writes for 32 stores').toBeLessThanOrEqual(4);
+    await first.close();
+    const second = await ReadCache.open(base, opts);
+    const before = base.reads;
+    for (let b = 0; b < 32; b++) {
+      expectBytes(
+        await second.read(b * 64 * KiB, 64 * KiB),
+        bytes.subarray(b * 64 * KiB, (b + 1) * 64 * KiB),
+      );
+    }
+    expect(base.reads - before, 'every block was found after the reopen').toBe(0);
+    await second.close();
+  });
+
   it('reloads its index after a restart, checks each block once, drops a damaged one', async () => {
     const dir = await tempDir();
     const path = join(dir, 'disk.rcache');

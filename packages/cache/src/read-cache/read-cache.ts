@@ -126,6 +126,8 @@ const DEFAULT_MAX_BYTES = 2 * 1024 ** 3;
 const TABLE_CHUNK = 1 << 20;
 /** Bytes the space guard keeps back beyond the floor for what it cannot count (see SpaceGuard). */
 const GUARD_SLACK = 64 * 1024;
+/** How long a table entry waits for others to be written with it (see #queueEntry). */
+const ENTRY_BATCH_MS = 2;
 
 interface ZeroProbe {
   readonly blockSize: number;
@@ -183,6 +185,10 @@ export class ReadCache implements BlockSource {
   readonly #streamedBefore: Uint8Array | undefined;
   readonly #prefetching = new Set<Promise<void>>();
   readonly #background = new Set<Promise<unknown>>();
+  /** Table entries of stored slots not written yet (see #queueEntry). */
+  readonly #pendingEntries = new Map<number, Uint8Array>();
+  /** The batch of table entries being written, if any. */
+  #entryWrites: Promise<void> | undefined;
   readonly #index = new Map<number, number>();
   readonly #slotBlock: Float64Array;
   readonly #slotLen: Uint32Array;
@@ -801,13 +807,10 @@ export class ReadCache implements BlockSource {
     try {
       const crc = checksum(buf);
       await this.#file.write(buf, this.#dataStart + s * this.#bs);
-      const seq = ++this.#seq;
-      await this.#file.write(
-        encodeEntry({ block: b, length: buf.length, crc, seq }),
-        HEADER_BYTES + s * ENTRY_BYTES,
-      );
       // A shrink may have cut the slot off while it was written.
       if (s >= this.#fileSlots || this.#index.has(b)) return;
+      const seq = ++this.#seq;
+      this.#queueEntry(s, encodeEntry({ block: b, length: buf.length, crc, seq }));
       this.#slotBlock[s] = b;
       this.#slotLen[s] = buf.length;
       this.#slotCrc[s] = crc;
@@ -952,6 +955,45 @@ export class ReadCache implements BlockSource {
     }
   }
 
+  /**
+   * Writes slot `s`'s table entry soon, together with the entries of other stores: stores claim
+   * slots in ring order, so their entries mostly lie side by side and a batch of them is one
+   * write (a write per store was a fifth of the cost of a cold random read). The block is
+   * served from its slot at once; the entry only matters to a restart, which checks every
+   * block against its CRC on the first hit anyway, so an entry lost in a crash loses that block
+   * from the cache and nothing else. One batch is written at a time, so that an older entry of
+   * a slot never lands after a newer one.
+   */
+  #queueEntry(s: number, entry: Uint8Array): void {
+    this.#pendingEntries.set(s, entry);
+    if (this.#entryWrites !== undefined) return;
+    const run = this.#writeEntries().finally(() => {
+      this.#entryWrites = undefined;
+    });
+    this.#entryWrites = run;
+    this.#track(run);
+  }
+
+  async #writeEntries(): Promise<void> {
+    // Let the stores finishing about now join the batch.
+    await new Promise<void>((resolve) => setTimeout(resolve, ENTRY_BATCH_MS));
+    while (this.#pendingEntries.size > 0) {
+      const slots = [...this.#pendingEntries.keys()].sort((a, b) => a - b);
+      let i = 0;
+      while (i < slots.length) {
+        let j = i + 1;
+        while (j < slots.length && slots[j] === slots[j - 1]! + 1) j++;
+        const run = new Uint8Array((j - i) * ENTRY_BYTES);
+        for (let k = i; k < j; k++) {
+          run.set(this.#pendingEntries.get(slots[k]!)!, (k - i) * ENTRY_BYTES);
+          this.#pendingEntries.delete(slots[k]!);
+        }
+        await this.#file.write(run, HEADER_BYTES + slots[i]! * ENTRY_BYTES);
+        i = j;
+      }
+    }
+  }
+
   #track(p: Promise<unknown>): void {
     const q = p.catch(() => {}).finally(() => this.#background.delete(q));
     this.#background.add(q);
@@ -991,7 +1033,10 @@ export class ReadCache implements BlockSource {
       return false;
     };
     while (busy()) await new Promise<void>((resolve) => this.#unpinWaiters.push(resolve));
-    // Slots cut off are emptied in the table too, so a restart does not look for them.
+    // Slots cut off are emptied in the table too, so a restart does not look for them; after
+    // any batch of entries being written, and without the entries waiting for those slots.
+    await this.#entryWrites;
+    for (let s = keep; s < before; s++) this.#pendingEntries.delete(s);
     await this.#file.write(
       new Uint8Array((before - keep) * ENTRY_BYTES),
       HEADER_BYTES + keep * ENTRY_BYTES,
@@ -1033,7 +1078,11 @@ export class ReadCache implements BlockSource {
    * looking at the file or at {@link ReadCache.stats}' file figures.
    */
   async settle(): Promise<void> {
-    while (this.#storing.size > 0 || this.#prefetching.size > 0) {
+    while (
+      this.#storing.size > 0 ||
+      this.#prefetching.size > 0 ||
+      this.#entryWrites !== undefined
+    ) {
       await Promise.allSettled([...this.#prefetching, ...this.#background]);
     }
   }
