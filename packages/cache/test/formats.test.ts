@@ -1,3 +1,4 @@
+import { crc32 } from 'node:zlib';
 import { describe, expect, it } from 'vitest';
 import { commitLength, decodeCommit, encodeCommit } from '../src/overlay/commit-record.js';
 import { BASE, ZERO } from '../src/overlay/grain-table.js';
@@ -92,6 +93,14 @@ describe('superblock, map header, read cache header and entries', () => {
       full.set(bad);
       expect(decodeHeader(full)).toBeUndefined();
     }
+
+    // A version 1 file (blocks checked with CRC-32) is refused, its header intact otherwise.
+    const v1 = hBytes.slice();
+    const v1View = new DataView(v1.buffer);
+    expect(v1View.getUint32(8)).toBe(2);
+    v1View.setUint32(8, 1);
+    v1View.setUint32(used - 4, crc32(v1.subarray(0, used - 4)) >>> 0);
+    expect(decodeHeader(v1)).toBeUndefined();
 
     const e = { block: 2 ** 33, length: 65536, crc: 0x12345678, seq: 99 };
     const eBytes = encodeEntry(e);

@@ -8,7 +8,8 @@ export const ENTRY_BYTES = 32;
 export const MAX_SOURCE_ID = 1024;
 
 const MAGIC = magicBytes('IVMRRC01');
-const VERSION = 1;
+/** 2: a slot's block checksum is xxHash64's low 32 bits (1: CRC-32). */
+const VERSION = 2;
 
 /** What a read cache file caches: the header (FORMAT.md, "Read cache file"). */
 export interface CacheHeader {
@@ -26,7 +27,7 @@ export interface SlotEntry {
   block: number;
   /** Bytes of the block (short only for the source's last block). */
   length: number;
-  /** CRC-32 of the block's bytes. */
+  /** Checksum of the block's bytes (low 32 bits of xxHash64, see FORMAT.md). */
   crc: number;
   /** Insertion counter: the newest entry marks where the ring continues after a restart. */
   seq: number;

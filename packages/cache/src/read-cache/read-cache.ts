@@ -3,7 +3,7 @@ import { type BlockSource, checkReadRange, ErrorCode, IvmrError, isIvmrError } f
 import { closedError } from '../errors.js';
 import type { CacheFile, CacheFileSystem, StatFs } from '../fs/cache-file-system.js';
 import { nodeFileSystem } from '../fs/node-file-system.js';
-import { checksum } from '../util/binary.js';
+import { blockChecksum } from '../util/binary.js';
 import { SingleFlight } from '../util/single-flight.js';
 import {
   type CacheHeader,
@@ -689,7 +689,7 @@ export class ReadCache implements BlockSource {
     // First hit since the file was reopened: check the whole block against its CRC.
     const len = this.#slotLen[s]!;
     const block = new Uint8Array(len);
-    if ((await this.#file.read(block, at)) !== len || checksum(block) !== this.#slotCrc[s]) {
+    if ((await this.#file.read(block, at)) !== len || blockChecksum(block) !== this.#slotCrc[s]) {
       return false;
     }
     this.#verified[s] = 1;
@@ -805,7 +805,7 @@ export class ReadCache implements BlockSource {
     const s = await this.#claimSlot();
     if (s < 0) return;
     try {
-      const crc = checksum(buf);
+      const crc = blockChecksum(buf);
       await this.#file.write(buf, this.#dataStart + s * this.#bs);
       // A shrink may have cut the slot off while it was written.
       if (s >= this.#fileSlots || this.#index.has(b)) return;

@@ -1,4 +1,6 @@
 import { execFile } from 'node:child_process';
+import { symlink } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 
@@ -6,7 +8,9 @@ const root = fileURLToPath(new URL('../../../../', import.meta.url));
 
 /**
  * Bundles a TypeScript fixture into one ESM file node can run (Node 20 runs no TypeScript),
- * resolving `@ivmr/core` to its sources like vitest does.
+ * resolving `@ivmr/core` to its sources like vitest does. Native modules stay outside the
+ * bundle: the output's folder gets a `node_modules` link to this package's, where node finds
+ * them.
  */
 export async function bundleFixture(entry: string, outfile: string): Promise<void> {
   await promisify(execFile)(`${root}node_modules/.bin/esbuild`, [
@@ -23,4 +27,5 @@ export async function bundleFixture(entry: string, outfile: string): Promise<voi
     '--log-level=warning',
     `--outfile=${outfile}`,
   ]);
+  await symlink(join(root, 'packages/cache/node_modules'), join(dirname(outfile), 'node_modules'));
 }
