@@ -15,6 +15,7 @@ clang --target=wasm32 -O3 -nostdlib -mbulk-memory -Wall -Wextra -Werror \
   echo "// $(clang --version | head -1)"
   echo
   echo '/** The LZ4 block decoder of lz4-decode.c, compiled to WebAssembly, as base64. */'
-  echo "export const LZ4_DECODE_WASM = '$(base64 -w0 "$tmp/lz4-decode.wasm")';"
+  echo 'export const LZ4_DECODE_WASM ='
+  echo "  '$(base64 -w0 "$tmp/lz4-decode.wasm")';"
 } > lz4-wasm-bytes.ts
 echo "wrote $(pwd)/lz4-wasm-bytes.ts ($(stat -c %s "$tmp/lz4-decode.wasm") bytes of wasm)"

@@ -6,7 +6,7 @@
  * disk. Bytes are checked through every server before any speed counts. See ../README.md,
  * "serve: ivmr serve against nfs-ganesha".
  *
- * Usage: node serve/run.mjs [--size 2G] [--runtime 10] [--ramp 1] [--rounds 2] [--jobs a,b]
+ * Usage: node serve/run.mjs [--size 2G] [--runtime 10] [--ramp 1] [--rounds 3] [--jobs a,b]
  *        [--stores lz4,zstd] [--no-ganesha] [--temps cold,warm] [--seed 1] [--out DIR]
  *        [--tmp DIR] [--fio PATH] [--cpu-prof DIR]
  */
@@ -54,7 +54,7 @@ nfs engine (setup/fio-nfs.sh) and installs nfs-ganesha (setup/ganesha.sh).
   --size N[M|G]        size of the test disk (default 2G; at least 128M)
   --runtime S          seconds measured per job, temperature, server and round (default 10)
   --ramp S             seconds of warm-up before each measurement (default 1)
-  --rounds N           rounds; each runs every job on every server (default 2)
+  --rounds N           rounds; each runs every job on every server (default 3)
   --jobs LIST          jobs, comma-separated (default all): ${SERVE_JOBS.map((j) => j.id).join(', ')}
   --stores LIST        ivmr stores: lz4, zstd (local folders), s3 (lz4 on a single-node Ceph
                        RADOS Gateway in the namespace: scripts/ceph/cluster.sh) (default lz4,zstd)
@@ -76,7 +76,7 @@ const { values: opts } = parseArgs({
     size: { type: 'string', default: '2G' },
     runtime: { type: 'string', default: '10' },
     ramp: { type: 'string', default: '1' },
-    rounds: { type: 'string', default: '2' },
+    rounds: { type: 'string', default: '3' },
     jobs: { type: 'string' },
     stores: { type: 'string', default: 'lz4,zstd' },
     temps: { type: 'string', default: 'cold,warm' },

@@ -661,6 +661,16 @@ describe('ReadCache free-space floor', () => {
   });
 });
 
+/** Reads the first `count` 64 KiB blocks of `cache` one by one and checks them against `bytes`. */
+async function expectBlocks(cache: ReadCache, bytes: Uint8Array, count: number): Promise<void> {
+  for (let b = 0; b < count; b++) {
+    expectBytes(
+      await cache.read(b * 64 * KiB, 64 * KiB),
+      bytes.subarray(b * 64 * KiB, (b + 1) * 64 * KiB),
+    );
+  }
+}
+
 describe('ReadCache persistence', () => {
   it('writes the table entries of stores in batches, and a reopened cache finds every block', async () => {
     const dir = await tempDir();
@@ -703,12 +713,7 @@ describe('ReadCache persistence', () => {
     await first.close();
     const second = await ReadCache.open(base, opts);
     const before = base.reads;
-    for (let b = 0; b < 32; b++) {
-      expectBytes(
-        await second.read(b * 64 * KiB, 64 * KiB),
-        bytes.subarray(b * 64 * KiB, (b + 1) * 64 * KiB),
-      );
-    }
+    await expectBlocks(second, bytes, 32);
     expect(base.reads - before, 'every block was found after the reopen').toBe(0);
     await second.close();
   });
@@ -738,12 +743,7 @@ describe('ReadCache persistence', () => {
     await fh.close();
     const second = await ReadCache.open(base, opts);
     const before = base.reads;
-    for (let b = 0; b < 8; b++) {
-      expectBytes(
-        await second.read(b * 64 * KiB, 64 * KiB),
-        bytes.subarray(b * 64 * KiB, (b + 1) * 64 * KiB),
-      );
-    }
+    await expectBlocks(second, bytes, 8);
     expect(base.reads - before, 'only the damaged block is loaded again').toBe(1);
     expect(second.stats()).toMatchObject({ hits: 7, misses: 1 });
     await second.close();

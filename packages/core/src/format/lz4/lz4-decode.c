@@ -36,6 +36,20 @@ static inline void copy16(u8 *d, const u8 *s) {
   store64(d + 8, load64(s + 8));
 }
 
+/*
+ * Adds the extra length bytes of a literal run or match (each byte is added; 255 means another
+ * follows) to *len. Returns 0 when the input ends first.
+ */
+static inline int add_length(const u8 **ip, const u8 *iend, u32 *len) {
+  u32 b;
+  do {
+    if (*ip >= iend) return 0;
+    b = *(*ip)++;
+    *len += b;
+  } while (b == 255);
+  return 1;
+}
+
 __attribute__((export_name("slack"))) u32 slack(void) { return COPY_SLACK; }
 
 __attribute__((export_name("decode"))) int decode(const u8 *src, u32 src_len, u8 *dst,
@@ -52,14 +66,7 @@ __attribute__((export_name("decode"))) int decode(const u8 *src, u32 src_len, u8
 
     /* Literals. */
     u32 lit = token >> 4;
-    if (lit == 15) {
-      u32 b;
-      do {
-        if (ip >= iend) return -3;
-        b = *ip++;
-        lit += b;
-      } while (b == 255);
-    }
+    if (lit == 15 && !add_length(&ip, iend, &lit)) return -3;
     if ((u32)(iend - ip) < lit || (u32)(oend - op) < lit) return -1;
     if (lit <= 16) {
       copy16(op, ip);
@@ -77,14 +84,7 @@ __attribute__((export_name("decode"))) int decode(const u8 *src, u32 src_len, u8
     u32 offset = (u32)ip[0] | ((u32)ip[1] << 8);
     ip += 2;
     u32 len = token & 15;
-    if (len == 15) {
-      u32 b;
-      do {
-        if (ip >= iend) return -3;
-        b = *ip++;
-        len += b;
-      } while (b == 255);
-    }
+    if (len == 15 && !add_length(&ip, iend, &len)) return -3;
     len += 4;
     if (offset == 0 || (u32)(op - dst) < offset) return -2;
     if ((u32)(oend - op) < len) return -1;
