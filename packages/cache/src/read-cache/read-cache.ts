@@ -152,7 +152,7 @@ function zeroProbeOf(source: BlockSource): ZeroProbe | undefined {
  * (backup) bytes, never the VM's writes.
  *
  * Its slot table is written along with the data (without fsync): after a restart the index is
- * reloaded, and each block is checked against its CRC-32 on its first hit, so a torn slot is
+ * reloaded, and each block is checked against its checksum on its first hit, so a torn slot is
  * dropped, never served. Closing the cache does not close the source.
  */
 export class ReadCache implements BlockSource {
@@ -686,7 +686,7 @@ export class ReadCache implements BlockSource {
     if (this.#verified[s] === 1) {
       return (await this.#readSlots(s, 1, dst, at + inBlock)) === dst.length;
     }
-    // First hit since the file was reopened: check the whole block against its CRC.
+    // First hit since the file was reopened: check the whole block against its checksum.
     const len = this.#slotLen[s]!;
     const block = new Uint8Array(len);
     if ((await this.#file.read(block, at)) !== len || blockChecksum(block) !== this.#slotCrc[s]) {
@@ -960,7 +960,7 @@ export class ReadCache implements BlockSource {
    * slots in ring order, so their entries mostly lie side by side and a batch of them is one
    * write (a write per store was a fifth of the cost of a cold random read). The block is
    * served from its slot at once; the entry only matters to a restart, which checks every
-   * block against its CRC on the first hit anyway, so an entry lost in a crash loses that block
+   * block against its checksum on the first hit anyway, so an entry lost in a crash loses that block
    * from the cache and nothing else. One batch is written at a time, so that an older entry of
    * a slot never lands after a newer one.
    */
@@ -1035,7 +1035,7 @@ export class ReadCache implements BlockSource {
     while (busy()) await new Promise<void>((resolve) => this.#unpinWaiters.push(resolve));
     // Slots cut off are emptied in the table too, so a restart does not look for them; after
     // any batch of entries being written, and without the entries waiting for those slots.
-    await this.#entryWrites;
+    while (this.#entryWrites !== undefined) await this.#entryWrites.catch(() => {});
     for (let s = keep; s < before; s++) this.#pendingEntries.delete(s);
     await this.#file.write(
       new Uint8Array((before - keep) * ENTRY_BYTES),
