@@ -16,7 +16,7 @@ import {
   HEADER_BYTES,
   MAX_SOURCE_ID,
 } from './cache-file-format.js';
-import { RunBuffers } from './run-buffers.js';
+import { LoadBuffers } from './load-buffers.js';
 import { SequentialDetector } from './sequential-detector.js';
 import { type FloorOptions, SpaceGuard } from './space-guard.js';
 
@@ -180,7 +180,7 @@ export class ReadCache implements BlockSource {
   /** Bytes of blocks waiting to be stored, at most (see #storeBehind). */
   readonly #maxPendingStoreBytes: number;
   #storingBytes = 0;
-  readonly #runBuffers: RunBuffers;
+  readonly #loadBuffers: LoadBuffers;
   /** One bit per block: loaded by a stream before (`second-read` admission). Undefined: store all. */
   readonly #streamedBefore: Uint8Array | undefined;
   readonly #prefetching = new Set<Promise<void>>();
@@ -253,7 +253,7 @@ export class ReadCache implements BlockSource {
     this.#streamedCap = 4 * Math.max(this.#readAhead, 1);
     // A run is at most half a window (see #startReadAhead); a few spare for the next runs. Blocks
     // loaded one by one (random misses): enough for a queue of them.
-    this.#runBuffers = new RunBuffers([
+    this.#loadBuffers = new LoadBuffers([
       { size: Math.ceil(this.#readAhead / 2) * header.blockSize, keep: 8 },
       { size: header.blockSize, keep: 64 },
     ]);
@@ -595,13 +595,13 @@ export class ReadCache implements BlockSource {
    * in flight meanwhile (other reads of it wait for this load), then stored behind. When the run's
    * read fails, each block is loaded alone, so that a damaged block fails only the reads that
    * need it, never its neighbours in the run. Returns each block's load. The run is read into a
-   * reused buffer (see {@link RunBuffers}).
+   * reused buffer (see {@link LoadBuffers}).
    */
   #loadRun(b: number, n: number, stream = false): Promise<Uint8Array>[] {
     const bs = this.#bs;
     const start = b * bs;
     const len = Math.min(n * bs, this.size - start);
-    const buf = this.#runBuffers.take(len);
+    const buf = this.#loadBuffers.take(len);
     const whole = this.#source.read(start, len, buf).then(() => {
       this.#sourceReads++;
       this.#bytesFromSource += len;
@@ -632,7 +632,7 @@ export class ReadCache implements BlockSource {
    * loop. Whatever keeps a block longer (a store, a stream's holding area) holds it itself.
    */
   #releaseAfterReaders(load: Promise<unknown>, buf: Uint8Array): void {
-    const release = () => setImmediate(() => this.#runBuffers.release(buf));
+    const release = () => setImmediate(() => this.#loadBuffers.release(buf));
     load.then(release, release);
   }
 
@@ -734,7 +734,7 @@ export class ReadCache implements BlockSource {
   async #loadBlock(b: number, stream = false): Promise<Uint8Array> {
     const bs = this.#bs;
     const len = Math.min(bs, this.size - b * bs);
-    const buf = this.#runBuffers.take(len);
+    const buf = this.#loadBuffers.take(len);
     const read = this.#source.read(b * bs, len, buf);
     this.#releaseAfterReaders(read, buf);
     await read;
@@ -760,7 +760,7 @@ export class ReadCache implements BlockSource {
     }
     before[b >>> 3]! |= bit;
     if (this.#closed || this.#closing) return;
-    this.#runBuffers.hold(buf);
+    this.#loadBuffers.hold(buf);
     this.#streamed.set(b, buf);
     this.#streamedBlocks++;
     if (this.#streamed.size > this.#streamedCap) {
@@ -773,7 +773,7 @@ export class ReadCache implements BlockSource {
     const buf = this.#streamed.get(b);
     if (buf === undefined) return;
     this.#streamed.delete(b);
-    this.#runBuffers.release(buf);
+    this.#loadBuffers.release(buf);
   }
 
   /** Stores a loaded block in the cache file without making the reader wait for it. */
@@ -789,12 +789,12 @@ export class ReadCache implements BlockSource {
       }
       this.#storing.set(b, buf);
       this.#storingBytes += buf.length;
-      this.#runBuffers.hold(buf);
+      this.#loadBuffers.hold(buf);
       this.#track(
         this.#store(b, buf).finally(() => {
           this.#storing.delete(b);
           this.#storingBytes -= buf.length;
-          this.#runBuffers.release(buf);
+          this.#loadBuffers.release(buf);
         }),
       );
     }

@@ -90,12 +90,8 @@ __attribute__((export_name("decode"))) int decode(const u8 *src, u32 src_len, u8
     if ((u32)(oend - op) < len) return -1;
     const u8 *m = op - offset;
     if (offset >= 16) {
-      if (len <= 16) {
-        copy16(op, m);
-      } else {
-        /* No overlap within a 16-byte step: each step reads bytes written before it. */
-        for (u32 i = 0; i < len; i += 16) copy16(op + i, m + i);
-      }
+      /* No overlap within a 16-byte step: each step reads bytes written before it. */
+      for (u32 i = 0; i < len; i += 16) copy16(op + i, m + i);
     } else if (offset >= 8) {
       for (u32 i = 0; i < len; i += 8) store64(op + i, load64(m + i));
     } else {

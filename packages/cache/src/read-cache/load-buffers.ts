@@ -1,3 +1,10 @@
+/** Buffers of one size, and the free ones kept for reuse. */
+interface SizeClass {
+  readonly size: number;
+  readonly keep: number;
+  readonly free: Uint8Array[];
+}
+
 /**
  * Buffers for loads from the source, reused: a block loaded on a miss, a read-ahead run. A new
  * buffer per load costs a page fault per page on its first touch (on a virtual machine whose
@@ -10,12 +17,8 @@
  * by whatever keeps it (a store in flight, the stream's holding area, the load itself); the
  * buffer is reused when the last hold is released.
  */
-export class RunBuffers {
-  readonly #classes: {
-    readonly size: number;
-    readonly keep: number;
-    readonly free: Uint8Array[];
-  }[];
+export class LoadBuffers {
+  readonly #classes: SizeClass[];
   readonly #holds = new Map<ArrayBufferLike, number>();
 
   /**
@@ -38,7 +41,13 @@ export class RunBuffers {
    * or a fresh one (not reused) when `length` is larger than every size.
    */
   take(length: number): Uint8Array {
-    const c = this.#classes.find((k) => k.size >= length);
+    let c: SizeClass | undefined;
+    for (const k of this.#classes) {
+      if (k.size >= length) {
+        c = k;
+        break;
+      }
+    }
     // Not zeroed: a load's source read fills every byte.
     if (c === undefined) return new Uint8Array(Buffer.allocUnsafeSlow(length).buffer, 0, length);
     const buf = c.free.pop() ?? new Uint8Array(Buffer.allocUnsafeSlow(c.size).buffer, 0, c.size);
@@ -62,8 +71,10 @@ export class RunBuffers {
     }
     this.#holds.delete(part.buffer);
     const size = part.buffer.byteLength;
-    const c = this.#classes.find((k) => k.size === size);
-    if (c !== undefined && c.free.length < c.keep)
-      c.free.push(new Uint8Array(part.buffer, 0, size));
+    for (const c of this.#classes) {
+      if (c.size !== size) continue;
+      if (c.free.length < c.keep) c.free.push(new Uint8Array(part.buffer, 0, size));
+      return;
+    }
   }
 }
