@@ -86,6 +86,7 @@ export async function startServe(ns, o) {
     // The benchmark's cache volume is the machine's disk: ask for no more than the VM needs.
     ...['--min-free', '1M', '--read-cache', String(o.readCacheBytes)],
     ...['--log-level', 'info', '--json'],
+    ...(process.env.IVMR_BENCH_SERVE_ARGS ? process.env.IVMR_BENCH_SERVE_ARGS.split(' ') : []),
   ];
   // performance.now() just before the spawn and when the readiness line's end arrived.
   const startedAt = performance.now();

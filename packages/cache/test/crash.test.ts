@@ -3,8 +3,8 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { MemoryBlockSource } from '@ivmr/core';
 import { describe, expect, it } from 'vitest';
+import { bundleForNode } from '../../../scripts/testing/bundle.js';
 import { WriteOverlay } from '../src/index.js';
-import { bundleFixture } from './support/bundle.js';
 import { crashPlan } from './support/crash-plan.js';
 import { Prng, randomBytesFrom } from './support/prng.js';
 import { useTempDirs } from './support/temp-dir.js';
@@ -33,7 +33,7 @@ describe('kill -9 of a process writing to an overlay', () => {
   it('gives back every flushed write after reopening, and no torn or half-committed batch', async () => {
     const dir = await tempDir();
     const script = join(dir, 'crash-writer.mjs');
-    await bundleFixture('crash-writer.ts', script);
+    await bundleForNode('packages/cache/test/fixtures/crash-writer.ts', script, 'cache');
     const overlayDir = join(dir, 'overlay');
     const baseBytes = randomBytesFrom(BASE_SEED, SIZE);
     const rng = new Prng(20_251_122);

@@ -1,5 +1,6 @@
 import { statfs } from 'node:fs/promises';
 import { createServer, type Server } from 'node:http';
+import type { DecodePool } from '@ivmr/core';
 import { type CallEvent, describeCall } from '@ivmr/nfs';
 import type { RecoveryService } from '@ivmr/recovery';
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
@@ -14,9 +15,14 @@ export interface ServeMetrics {
 /**
  * Builds the metrics of a served cache folder: NFS calls and their latency by procedure and
  * status, and, read at each scrape, per session the bytes read from the backup and from the read
- * cache, the overlay's dirty and held bytes, and the cache volume's free space.
+ * cache, the overlay's dirty and held bytes, the cache volume's free space, and the work of the
+ * decode pool's threads.
  */
-export function createServeMetrics(service: RecoveryService, cacheDir: string): ServeMetrics {
+export function createServeMetrics(
+  service: RecoveryService,
+  cacheDir: string,
+  decodePool?: DecodePool,
+): ServeMetrics {
   const registry = new Registry();
   const calls = new Counter({
     name: 'ivmr_nfs_requests_total',
@@ -80,6 +86,22 @@ export function createServeMetrics(service: RecoveryService, cacheDir: string): 
     registers: [registry],
     collect() {
       this.set(service.sessions.length);
+    },
+  });
+  new Gauge({
+    name: 'ivmr_decode_workers',
+    help: 'Decode worker threads running (0: reads decode on the serving thread)',
+    registers: [registry],
+    collect() {
+      this.set(decodePool?.stats.threads ?? 0);
+    },
+  });
+  new Gauge({
+    name: 'ivmr_decode_worker_bytes',
+    help: 'Bytes of backup blocks that decode worker threads decoded since the server started',
+    registers: [registry],
+    collect() {
+      this.set(decodePool?.stats.bytes ?? 0);
     },
   });
   new Gauge({

@@ -1,6 +1,6 @@
 import type { ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdir, readdir, readFile, statfs } from 'node:fs/promises';
+import { mkdir, readdir, readFile, statfs, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { expectNoLeakedHandles, openHandles } from '../../nfs/test/helpers/open-handles.js';
@@ -258,6 +258,17 @@ describe('ivmr serve driven by ivmr sessions, stop and migrate', () => {
     expect(sample(metrics, 'ivmr_backup_read_bytes{session="app01"}'), metrics).toBeGreaterThan(0);
     expect(sample(metrics, 'ivmr_cache_free_bytes'), metrics).toBeGreaterThan(0);
     expect(sample(metrics, 'ivmr_sessions'), metrics).toBe(1);
+    // The serve started its decode worker (the default: cores less one, at least one).
+    expect(sample(metrics, 'ivmr_decode_workers'), metrics).toBeGreaterThanOrEqual(1);
+
+    // The whole disk, compared by qemu-img: its 1 MiB blocks not read yet load as whole-block
+    // reads, which the decode worker decodes (when it is free; the serving thread decodes the
+    // rest).
+    const want = join(dir, 'expected.raw');
+    await writeFile(want, expected);
+    await runOk(tools['qemu-img'], ['compare', '-f', 'raw', '-F', 'raw', want, flat], 45_000);
+    const after = await (await fetch(`http://127.0.0.1:${ready.metricsPort}/metrics`)).text();
+    expect(sample(after, 'ivmr_decode_worker_bytes'), after).toBeGreaterThan(0);
 
     // An unknown session: one line, IVMR_NOT_FOUND, and the server serves on.
     const nosuch = await cli(['stop', '--cache', cache, '--vm', 'nosuch']);

@@ -16,6 +16,11 @@ export type { BackupDisk, BackupOptions, BackupProgress } from './repository/bac
 export type { FrameCacheOptions } from './repository/blob-reader.js';
 export type { RepositoryConfig, RepositoryInitOptions } from './repository/config.js';
 export type { DamagedObject } from './repository/context.js';
+export {
+  DecodePool,
+  type DecodePoolOptions,
+  type DecodePoolStats,
+} from './repository/decode-pool.js';
 export { type ByteRange, RestoreDisk } from './repository/disk-source.js';
 export type { ForgetOptions, ForgetReport, PruneReport } from './repository/forget.js';
 export type {

@@ -1,6 +1,7 @@
 import fc from 'fast-check';
 import { compressSync, uncompressSync } from 'lz4-napi';
 import { describe, expect, it } from 'vitest';
+import { copyBytes } from '../src/format/codec.js';
 import { lz4DecodeInto } from '../src/format/lz4/lz4-wasm.js';
 import { numRuns } from './fc.js';
 import { expectBytes } from './support/bytes.js';
@@ -46,6 +47,58 @@ describe('lz4 decoder (WebAssembly)', () => {
         expect(area.subarray(32 + raw.length).every((b) => b === 0xa5)).toBe(true);
       }),
       { numRuns: RUNS },
+    );
+  });
+
+  it('decodes between SharedArrayBuffer memory at any alignment of input and output (property)', () => {
+    fc.assert(
+      fc.property(
+        rawArb,
+        fc.integer({ min: 0, max: 15 }),
+        fc.integer({ min: 0, max: 15 }),
+        fc.boolean(),
+        (raw, inAt, outAt, sharedIn) => {
+          const payload = compressSync(Buffer.from(raw));
+          const input = new Uint8Array(
+            sharedIn
+              ? new SharedArrayBuffer(payload.length + 16)
+              : new ArrayBuffer(payload.length + 16),
+          ).subarray(inAt, inAt + payload.length);
+          input.set(payload);
+          const area = new Uint8Array(new SharedArrayBuffer(raw.length + 48)).fill(0xa5);
+          const out = area.subarray(16 + outAt, 16 + outAt + raw.length);
+          lz4DecodeInto(input, out);
+          expectBytes(out, raw);
+          expect(area.subarray(0, 16 + outAt).every((b) => b === 0xa5)).toBe(true);
+          expect(area.subarray(16 + outAt + raw.length).every((b) => b === 0xa5)).toBe(true);
+        },
+      ),
+      { numRuns: RUNS },
+    );
+  });
+
+  it('copyBytes copies between shared and private memory at any alignment (property)', () => {
+    fc.assert(
+      fc.property(
+        fc.uint8Array({ minLength: 0, maxLength: 70_000 }),
+        fc.integer({ min: 0, max: 15 }),
+        fc.integer({ min: 0, max: 15 }),
+        fc.boolean(),
+        fc.boolean(),
+        (bytes, fromAt, toAt, sharedFrom, sharedTo) => {
+          const make = (shared: boolean, n: number) =>
+            new Uint8Array(shared ? new SharedArrayBuffer(n) : new ArrayBuffer(n));
+          const from = make(sharedFrom, bytes.length + 16).subarray(fromAt, fromAt + bytes.length);
+          from.set(bytes);
+          const area = make(sharedTo, bytes.length + 32).fill(0xa5);
+          const to = area.subarray(toAt, toAt + bytes.length);
+          copyBytes(from, to);
+          expectBytes(to, bytes);
+          expect(area.subarray(0, toAt).every((b) => b === 0xa5)).toBe(true);
+          expect(area.subarray(toAt + bytes.length).every((b) => b === 0xa5)).toBe(true);
+        },
+      ),
+      { numRuns: numRuns(50, 200) },
     );
   });
 

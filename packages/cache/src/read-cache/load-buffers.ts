@@ -16,6 +16,9 @@ interface SizeClass {
  * buffer that is not reused when none does. A block of a load (a subarray of its buffer) is held
  * by whatever keeps it (a store in flight, the stream's holding area, the load itself); the
  * buffer is reused when the last hold is released.
+ *
+ * Reused buffers are `SharedArrayBuffer` memory, so that a source with decode workers (a
+ * repository opened with a `DecodePool` of `@ivmr/core`) decodes straight into them.
  */
 export class LoadBuffers {
   readonly #classes: SizeClass[];
@@ -50,7 +53,7 @@ export class LoadBuffers {
     }
     // Not zeroed: a load's source read fills every byte.
     if (c === undefined) return new Uint8Array(Buffer.allocUnsafeSlow(length).buffer, 0, length);
-    const buf = c.free.pop() ?? new Uint8Array(Buffer.allocUnsafeSlow(c.size).buffer, 0, c.size);
+    const buf = c.free.pop() ?? new Uint8Array(new SharedArrayBuffer(c.size));
     this.#holds.set(buf.buffer, 1);
     return buf.subarray(0, length);
   }

@@ -1,7 +1,7 @@
 import { mkdir } from 'node:fs/promises';
 import type { Server } from 'node:http';
 import { networkInterfaces } from 'node:os';
-import { ErrorCode, IvmrError, isIvmrError } from '@ivmr/core';
+import { DecodePool, ErrorCode, IvmrError, isIvmrError } from '@ivmr/core';
 import {
   type CallEvent,
   describeCall,
@@ -51,6 +51,8 @@ export interface ServeFlags {
   /** A folder, or false after `--no-boot-profiles`. */
   readonly bootProfiles?: string | boolean;
   readonly bootPrefetch: 'background' | 'wait' | 'off';
+  /** Worker threads decoding large reads; 0: none. Default: the cores less one, at most 4. */
+  readonly decodeThreads?: number;
 }
 
 /** Declares `ivmr serve`. */
@@ -88,6 +90,11 @@ export function defineServe(program: Command): Command {
     )
     .option('--portmap-port <n>', 'port of the embedded portmapper', wholeNumber(0), 111)
     .option('--export <path>', 'export path', '/ivmr')
+    .option(
+      '--decode-threads <n>',
+      'worker threads that check and decode large reads (a cold sequential stream) beside the thread serving NFS; 0: none (default: the cores less one, at most 4)',
+      wholeNumber(0),
+    )
     .option('--sandbox', 'new sessions drop their writes when they end (verification)')
     .option('--allow <cidr>', 'clients allowed (repeatable; default loopback only)', collect)
     .option(
@@ -154,7 +161,18 @@ export async function runServe(
     pino.destination({ fd: 2, sync: true }),
   );
   const profiles = bootProfilesOf(flags.bootProfiles);
-  const repository = await openRepository(flags);
+  const decodePool =
+    flags.decodeThreads === 0
+      ? undefined
+      : new DecodePool(flags.decodeThreads === undefined ? {} : { threads: flags.decodeThreads });
+  // Started now: a cold stream's first large reads then find a worker ready.
+  decodePool?.start();
+  const repository = await openRepository(flags, decodePool ? { decodePool } : {}).catch(
+    async (err: unknown) => {
+      await decodePool?.close();
+      throw err;
+    },
+  );
   let service: RecoveryService | undefined;
   let control: ControlServer | undefined;
   let server: NfsServer | undefined;
@@ -192,7 +210,9 @@ export async function runServe(
       throw new InvalidArgumentError('nothing to serve: name a VM with --vm');
     }
     const m =
-      flags.metricsPort === undefined ? undefined : createServeMetrics(service, flags.cache);
+      flags.metricsPort === undefined
+        ? undefined
+        : createServeMetrics(service, flags.cache, decodePool);
     const handleKey = await loadHandleKey(flags.cache, (path, size) =>
       log.warn({ path, size }, 'the file-handle key is damaged: a new one replaces it'),
     );
@@ -268,6 +288,7 @@ export async function runServe(
     }
     await service?.close().catch((err: unknown) => log.error({ err }, 'closing sessions failed'));
     await repository.close();
+    await decodePool?.close();
   }
 }
 

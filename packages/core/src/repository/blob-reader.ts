@@ -1,8 +1,8 @@
 import { ErrorCode, IvmrError, isIvmrError } from '../errors.js';
-import { codecById, decompressFrameInto, frameChecksum } from '../format/codec.js';
-import { FRAME_HEADER_SIZE } from '../format/pack.js';
+import { decodeFrameInto } from '../format/frame.js';
 import type { StoreAdapter } from '../store/adapter.js';
 import type { BlobIndex, BlobLocation } from './blob-index.js';
+import type { DecodeJobFault, DecodePool } from './decode-pool.js';
 
 /** Options of the decoded-frame cache every repository keeps. */
 export interface FrameCacheOptions {
@@ -30,21 +30,26 @@ export class BlobReader {
   readonly #scratch: Scratch[] = [];
 
   readonly #relocate: ((pack: string) => Promise<void>) | undefined;
+  readonly #pool: DecodePool | undefined;
 
   /**
    * `relocate` is called when a pack is missing: it may move the pack's blobs in `index` (after a
-   * prune rewrote the pack); the read is then tried once more at the blob's new location.
+   * prune rewrote the pack); the read is then tried once more at the blob's new location. With
+   * `pool`, packs are read into shared scratch buffers and the frames of large reads into shared
+   * memory are decoded by the pool's workers.
    */
   constructor(
     store: StoreAdapter,
     index: BlobIndex,
     options: FrameCacheOptions = {},
     relocate?: (pack: string) => Promise<void>,
+    pool?: DecodePool,
   ) {
     this.#store = store;
     this.#index = index;
     this.#maxBytes = options.maxBytes ?? 16 * 1024 * 1024;
     this.#relocate = relocate;
+    this.#pool = pool;
   }
 
   /**
@@ -149,6 +154,12 @@ export class BlobReader {
     const scratch = this.#takeScratch();
     try {
       const { bytes, loc: at } = await this.#load(slot, loc, first, last, scratch);
+      // Frames used whole, for the pool: quads of (stored offset, stored length, offset in the
+      // destination's buffer, raw length), and the frame numbers.
+      const whole: number[] = [];
+      const wholeFrames: number[] = [];
+      let wholeBytes = 0;
+      let dest: Uint8Array | undefined;
       let pos = 0;
       for (let f = first; f <= last; f++) {
         const stored = at.frameLengths[f]!;
@@ -158,7 +169,10 @@ export class BlobReader {
         const rawLength = Math.min(frameSize, at.rawLength - f * frameSize);
         const part = parts.get(f);
         if (part === undefined) {
-          decodeStoredFrameInto(payload, to.place(f, rawLength), id, at.pack, f);
+          dest = to.place(f, rawLength);
+          whole.push(payload.byteOffset, stored, dest.byteOffset, rawLength);
+          wholeFrames.push(f);
+          wholeBytes += rawLength;
           continue;
         }
         const frame = decodeStoredFrame(payload, rawLength, id, at.pack, f);
@@ -168,6 +182,8 @@ export class BlobReader {
         this.#remember(slot * 1024 + f, frame);
         to.copy(f, frame);
       }
+      if (dest !== undefined)
+        await this.#decodeWhole(bytes, dest, whole, wholeFrames, wholeBytes, id, at.pack);
     } catch (err) {
       for (const [f, part] of parts) {
         this.#loading.delete(slot * 1024 + f);
@@ -176,6 +192,51 @@ export class BlobReader {
       throw err;
     } finally {
       this.#giveScratch(scratch);
+    }
+  }
+
+  /**
+   * Checks and decodes frames a read uses whole (quads as in `DecodePool.decode`, offsets into
+   * the buffers under `bytes` and `dest`): in the pool's workers when it takes them, else here.
+   */
+  async #decodeWhole(
+    bytes: Uint8Array,
+    dest: Uint8Array,
+    quads: readonly number[],
+    frames: readonly number[],
+    rawBytes: number,
+    id: string,
+    pack: string,
+  ): Promise<void> {
+    const elsewhere = this.#pool?.decode(bytes, dest, quads, rawBytes);
+    if (elsewhere !== undefined) {
+      let fault: DecodeJobFault | undefined;
+      try {
+        fault = await elsewhere;
+      } catch {
+        // The worker died: its failure is in the pool's stats; these frames decode here.
+        return this.#decodeHere(bytes, dest, quads, frames, id, pack);
+      }
+      if (fault !== undefined) throw corrupt(id, pack, frames[fault.index]!, fault.why);
+      return;
+    }
+    this.#decodeHere(bytes, dest, quads, frames, id, pack);
+  }
+
+  #decodeHere(
+    bytes: Uint8Array,
+    dest: Uint8Array,
+    quads: readonly number[],
+    frames: readonly number[],
+    id: string,
+    pack: string,
+  ): void {
+    const input = new Uint8Array(bytes.buffer);
+    const output = new Uint8Array(dest.buffer);
+    for (let i = 0; i < quads.length; i += 4) {
+      const stored = input.subarray(quads[i]!, quads[i]! + quads[i + 1]!);
+      const out = output.subarray(quads[i + 2]!, quads[i + 2]! + quads[i + 3]!);
+      decodeStoredFrameInto(stored, out, id, pack, frames[i / 4]!);
     }
   }
 
@@ -225,7 +286,7 @@ export class BlobReader {
   }
 
   #takeScratch(): Scratch {
-    return this.#scratch.pop() ?? new Scratch();
+    return this.#scratch.pop() ?? new Scratch(this.#pool !== undefined);
   }
 
   #giveScratch(scratch: Scratch): void {
@@ -284,22 +345,8 @@ export function decodeStoredFrameInto(
   pack: string,
   frame: number,
 ): void {
-  if (stored.length < FRAME_HEADER_SIZE) {
-    throw corrupt(blob, pack, frame, `${stored.length} bytes cannot hold a frame header`);
-  }
-  const codecId = stored[0]!;
-  const codec = codecById(codecId);
-  if (codec === undefined) throw corrupt(blob, pack, frame, `unknown codec id ${codecId}`);
-  const view = Buffer.from(stored.buffer, stored.byteOffset, stored.byteLength);
-  const sum = view.readBigUInt64BE(1);
-  const payload = view.subarray(FRAME_HEADER_SIZE);
-  if (frameChecksum(codecId, payload) !== sum)
-    throw corrupt(blob, pack, frame, 'checksum mismatch');
-  try {
-    decompressFrameInto(codec, payload, out);
-  } catch (err) {
-    throw corrupt(blob, pack, frame, (err as Error).message, err);
-  }
+  const fault = decodeFrameInto(stored, out);
+  if (fault !== undefined) throw corrupt(blob, pack, frame, fault.why, fault.cause);
 }
 
 /** Fetches in flight keep at most this many scratch buffers between them. */
@@ -310,13 +357,23 @@ const MAX_SCRATCH_BYTES = 4 * 1024 * 1024;
 /** A reused buffer that the store reads one fetch's pack bytes into. */
 class Scratch {
   #buf: Uint8Array | undefined;
+  /** In `SharedArrayBuffer` memory, for a decode pool's workers. */
+  readonly #shared: boolean;
+
+  constructor(shared: boolean) {
+    this.#shared = shared;
+  }
 
   /** The first `n` bytes of the buffer, grown (to a power of two, at least 64 KiB) if needed. */
   take(n: number): Uint8Array {
     if (this.#buf === undefined || this.#buf.length < n) {
       let size = 64 * 1024;
       while (size < n) size *= 2;
-      const buf = new Uint8Array(Buffer.allocUnsafeSlow(size).buffer, 0, size);
+      const buf = new Uint8Array(
+        this.#shared ? new SharedArrayBuffer(size) : Buffer.allocUnsafeSlow(size).buffer,
+        0,
+        size,
+      );
       if (size > MAX_SCRATCH_BYTES) return buf.subarray(0, n);
       this.#buf = buf;
     }

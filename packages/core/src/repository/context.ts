@@ -13,6 +13,7 @@ import type { StoreAdapter } from '../store/adapter.js';
 import { BlobIndex } from './blob-index.js';
 import { BlobReader, type FrameCacheOptions } from './blob-reader.js';
 import type { RepositoryConfig } from './config.js';
+import type { DecodePool } from './decode-pool.js';
 import type { FlatBlockMap } from './disk-source.js';
 import { parsePoint, type RestorePointInfo } from './points.js';
 
@@ -72,8 +73,9 @@ export class RepoContext {
     readonly store: StoreAdapter,
     readonly config: RepositoryConfig,
     cache: FrameCacheOptions,
+    pool?: DecodePool,
   ) {
-    this.reader = new BlobReader(store, this.index, cache, (pack) => this.relocate(pack));
+    this.reader = new BlobReader(store, this.index, cache, (pack) => this.relocate(pack), pool);
   }
 
   /** Index reloads asked for, and the number of the last one that completed. */

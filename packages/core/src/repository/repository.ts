@@ -12,6 +12,7 @@ import {
   type RepositoryInitOptions,
 } from './config.js';
 import { RepoContext } from './context.js';
+import type { DecodePool } from './decode-pool.js';
 import { RestoreDisk } from './disk-source.js';
 import {
   type ForgetOptions,
@@ -29,6 +30,12 @@ import { runVerify, type VerifyOptions, type VerifyReport } from './verify.js';
 export interface RepositoryOpenOptions {
   /** Decoded-frame cache shared by all open disks. */
   frameCache?: FrameCacheOptions;
+  /**
+   * Worker threads that decode large reads beside the thread that serves them (see
+   * {@link DecodePool}); without one, reads decode on the calling thread. The caller closes it
+   * after the repository.
+   */
+  decodePool?: DecodePool;
   /**
    * How long backup, forget, prune and repair wait for conflicting locks of other processes
    * before `IVMR_LOCKED` (ms, default 0: fail at once).
@@ -102,6 +109,7 @@ export class Repository {
       store,
       parseConfig(bytes, store.location),
       options.frameCache ?? {},
+      options.decodePool,
     );
     await ctx.loadIndex();
     return new Repository(ctx, options);
@@ -346,7 +354,12 @@ export class Repository {
 
   /** Starts over from the store's objects (after pruning, or to see other writers' work). */
   async #reload(): Promise<void> {
-    const ctx = new RepoContext(this.store, this.config, this.#options.frameCache ?? {});
+    const ctx = new RepoContext(
+      this.store,
+      this.config,
+      this.#options.frameCache ?? {},
+      this.#options.decodePool,
+    );
     await ctx.loadIndex();
     this.#ctx = ctx;
   }
