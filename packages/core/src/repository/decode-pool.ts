@@ -161,14 +161,16 @@ export class DecodePool {
     if (this.#threads === undefined && !this.#closed) this.#start();
   }
 
-  /** Stops the workers; reads still waiting on one are decoded on the calling thread. */
+  /**
+   * Stops the workers; reads still waiting on one are then decoded on the calling thread (only
+   * once the workers have stopped, so that none still writes to a read's buffers).
+   */
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
     const threads = this.#threads ?? [];
     this.#threads = undefined;
-    this.#failAll(new Error('the decode pool was closed'));
-    await Promise.all(threads.map((t) => t.worker.terminate()));
+    await this.#stop(threads, new Error('the decode pool was closed'));
   }
 
   /** The online worker with the fewest jobs; starts the workers on first use. */
@@ -217,11 +219,12 @@ export class DecodePool {
     this.#failure = why;
     const threads = this.#threads ?? [];
     this.#threads = [];
-    this.#failAll(new Error(why));
-    for (const t of threads) void t.worker.terminate();
+    void this.#stop(threads, new Error(why));
   }
 
-  #failAll(err: Error): void {
+  /** Terminates `threads`, then rejects every pending job (their callers decode them). */
+  async #stop(threads: readonly Thread[], err: Error): Promise<void> {
+    await Promise.all(threads.map((t) => t.worker.terminate().catch(() => {})));
     const pending = [...this.#pending.values()];
     this.#pending.clear();
     for (const p of pending) p.reject(err);
