@@ -165,8 +165,6 @@ export async function runServe(
     flags.decodeThreads === 0
       ? undefined
       : new DecodePool(flags.decodeThreads === undefined ? {} : { threads: flags.decodeThreads });
-  // Started now: a cold stream's first large reads then find a worker ready.
-  decodePool?.start();
   const repository = await openRepository(flags, decodePool ? { decodePool } : {}).catch(
     async (err: unknown) => {
       await decodePool?.close();
@@ -273,6 +271,9 @@ export async function runServe(
     const stopped = stop ?? untilSignal();
     printReady(io, flags, started!.address, portmap, service.sessions, note, metricsPort);
     ready = true;
+    // The decode workers start now, after the readiness line (a worker's start-up is tens of
+    // milliseconds of CPU), and before a cold stream's first large reads.
+    decodePool?.start();
     await stopped;
     log.info({}, 'stopping');
     return 0;
