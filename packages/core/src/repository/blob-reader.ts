@@ -154,12 +154,11 @@ export class BlobReader {
     const scratch = this.#takeScratch();
     try {
       const { bytes, loc: at } = await this.#load(slot, loc, first, last, scratch);
-      // Frames used whole, for the pool: quads of (stored offset, stored length, offset in the
-      // destination's buffer, raw length), and the frame numbers.
-      const whole: number[] = [];
-      const wholeFrames: number[] = [];
-      let wholeBytes = 0;
-      let dest: Uint8Array | undefined;
+      // With a decode pool and both sides in shared memory, frames used whole are gathered for
+      // it: quads of (stored offset, stored length, offset in the destination's buffer, raw
+      // length), and the frame numbers. Otherwise each is decoded here at once.
+      const shared = this.#pool !== undefined && bytes.buffer instanceof SharedArrayBuffer;
+      let whole: WholeFrames | undefined;
       let pos = 0;
       for (let f = first; f <= last; f++) {
         const stored = at.frameLengths[f]!;
@@ -169,10 +168,15 @@ export class BlobReader {
         const rawLength = Math.min(frameSize, at.rawLength - f * frameSize);
         const part = parts.get(f);
         if (part === undefined) {
-          dest = to.place(f, rawLength);
-          whole.push(payload.byteOffset, stored, dest.byteOffset, rawLength);
-          wholeFrames.push(f);
-          wholeBytes += rawLength;
+          const dest = to.place(f, rawLength);
+          if (shared && dest.buffer instanceof SharedArrayBuffer) {
+            whole ??= { quads: [], frames: [], bytes: 0, dest };
+            whole.quads.push(payload.byteOffset, stored, dest.byteOffset, rawLength);
+            whole.frames.push(f);
+            whole.bytes += rawLength;
+          } else {
+            decodeStoredFrameInto(payload, dest, id, at.pack, f);
+          }
           continue;
         }
         const frame = decodeStoredFrame(payload, rawLength, id, at.pack, f);
@@ -182,8 +186,7 @@ export class BlobReader {
         this.#remember(slot * 1024 + f, frame);
         to.copy(f, frame);
       }
-      if (dest !== undefined)
-        await this.#decodeWhole(bytes, dest, whole, wholeFrames, wholeBytes, id, at.pack);
+      if (whole !== undefined) await this.#decodeWhole(bytes, whole, id, at.pack);
     } catch (err) {
       for (const [f, part] of parts) {
         this.#loading.delete(slot * 1024 + f);
@@ -196,47 +199,39 @@ export class BlobReader {
   }
 
   /**
-   * Checks and decodes frames a read uses whole (quads as in `DecodePool.decode`, offsets into
-   * the buffers under `bytes` and `dest`): in the pool's workers when it takes them, else here.
+   * Checks and decodes frames a read uses whole, gathered for the pool (quads as in
+   * `DecodePool.decode`, offsets into the buffers under `bytes` and `dest`): in its workers when
+   * it takes them, else here.
    */
   async #decodeWhole(
     bytes: Uint8Array,
-    dest: Uint8Array,
-    quads: readonly number[],
-    frames: readonly number[],
-    rawBytes: number,
+    whole: WholeFrames,
     id: string,
     pack: string,
   ): Promise<void> {
-    const elsewhere = this.#pool?.decode(bytes, dest, quads, rawBytes);
+    const elsewhere = this.#pool?.decode(bytes, whole.dest, whole.quads, whole.bytes);
     if (elsewhere !== undefined) {
       let fault: DecodeJobFault | undefined;
       try {
         fault = await elsewhere;
       } catch {
         // The worker died: its failure is in the pool's stats; these frames decode here.
-        return this.#decodeHere(bytes, dest, quads, frames, id, pack);
+        return this.#decodeHere(bytes, whole, id, pack);
       }
-      if (fault !== undefined) throw corrupt(id, pack, frames[fault.index]!, fault.why);
+      if (fault !== undefined) throw corrupt(id, pack, whole.frames[fault.index]!, fault.why);
       return;
     }
-    this.#decodeHere(bytes, dest, quads, frames, id, pack);
+    this.#decodeHere(bytes, whole, id, pack);
   }
 
-  #decodeHere(
-    bytes: Uint8Array,
-    dest: Uint8Array,
-    quads: readonly number[],
-    frames: readonly number[],
-    id: string,
-    pack: string,
-  ): void {
+  #decodeHere(bytes: Uint8Array, whole: WholeFrames, id: string, pack: string): void {
     const input = new Uint8Array(bytes.buffer);
-    const output = new Uint8Array(dest.buffer);
-    for (let i = 0; i < quads.length; i += 4) {
-      const stored = input.subarray(quads[i]!, quads[i]! + quads[i + 1]!);
-      const out = output.subarray(quads[i + 2]!, quads[i + 2]! + quads[i + 3]!);
-      decodeStoredFrameInto(stored, out, id, pack, frames[i / 4]!);
+    const output = new Uint8Array(whole.dest.buffer);
+    const q = whole.quads;
+    for (let i = 0; i < q.length; i += 4) {
+      const stored = input.subarray(q[i]!, q[i]! + q[i + 1]!);
+      const out = output.subarray(q[i + 2]!, q[i + 2]! + q[i + 3]!);
+      decodeStoredFrameInto(stored, out, id, pack, whole.frames[i / 4]!);
     }
   }
 
@@ -347,6 +342,17 @@ export function decodeStoredFrameInto(
 ): void {
   const fault = decodeFrameInto(stored, out);
   if (fault !== undefined) throw corrupt(blob, pack, frame, fault.why, fault.cause);
+}
+
+/** Frames of one fetch that a read uses whole, gathered for a decode pool. */
+interface WholeFrames {
+  /** Per frame: stored offset, stored length, offset in `dest`'s buffer, raw length. */
+  readonly quads: number[];
+  readonly frames: number[];
+  /** Raw bytes of them all. */
+  bytes: number;
+  /** One of the frames' places: its buffer is every one's. */
+  readonly dest: Uint8Array;
 }
 
 /** Fetches in flight keep at most this many scratch buffers between them. */
