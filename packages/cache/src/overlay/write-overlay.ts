@@ -832,8 +832,15 @@ export class WriteOverlay implements WritableBlockSource {
       writes.push(this.#data!.write(bytes, plans[i]!.pos));
       i = j;
     }
-    if (writes.length === 1) await writes[0];
-    else if (writes.length > 1) await Promise.all(writes);
+    if (writes.length === 1) {
+      await writes[0];
+      return;
+    }
+    // Every write settles before a failure is reported: the caller then frees the fresh slots
+    // and may retry into them, so a write of this attempt still in flight would land over the
+    // retry's bytes (or another grain's) later.
+    const failed = (await Promise.allSettled(writes)).find((r) => r.status === 'rejected');
+    if (failed !== undefined) throw (failed as PromiseRejectedResult).reason;
   }
 
   /** Sets grain `g` to `v`, keeping slot accounting: a slot no commit refers to is freed now. */
