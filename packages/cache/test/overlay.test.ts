@@ -2,6 +2,7 @@ import { readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ErrorCode, isIvmrError, MemoryBlockSource } from '@ivmr/core';
 import { describe, expect, it } from 'vitest';
+import { noSpaceError } from '../src/errors.js';
 import { type WritableBlockSource, WriteOverlay } from '../src/index.js';
 import { expectBytes } from './support/bytes.js';
 import { CrashFs } from './support/crash-fs.js';
@@ -112,6 +113,53 @@ describe('WriteOverlay reads and writes', () => {
     await disk.flush();
     expect([...(await disk.read(0, 3))]).toEqual([1, 2, 3]);
     await disk.close?.();
+  });
+});
+
+describe('WriteOverlay on a full volume', () => {
+  it('reports a failed write only after all its pieces landed, so a slot it freed is never overwritten later', async () => {
+    const fs = new CrashFs();
+    const base = baseOf(64 * KiB);
+    const model = await base.read(0, base.size);
+    const ov = await WriteOverlay.open(base, { dir: '/n', fs, grainSize: 4 * KiB });
+    // A write across two partial grains: two fresh slots, two data writes. The first is held
+    // back, the second finds the volume full.
+    let releaseHeld!: () => void;
+    let heldHit!: () => void;
+    const hit = new Promise<void>((resolve) => {
+      heldHit = resolve;
+    });
+    let dataWrites = 0;
+    fs.hold = (path) => {
+      if (!path.endsWith('.data') || ++dataWrites !== 1) return undefined;
+      heldHit();
+      return new Promise<void>((resolve) => {
+        releaseHeld = resolve;
+      });
+    };
+    fs.fault = (op, path) => {
+      if (op === 'write' && path.endsWith('.data') && dataWrites === 2) {
+        throw noSpaceError('write: no space left', { path });
+      }
+    };
+    const failed = ov.write(100, new Uint8Array(4 * KiB).fill(0xaa)).then(
+      () => undefined,
+      (err: unknown) => err,
+    );
+    await hit;
+    await new Promise((resolve) => setTimeout(resolve, 10));
+    // Writes to other grains meanwhile: they must not get the failed write's slots while a
+    // piece of it is still on its way to one of them.
+    const a = new Uint8Array(4 * KiB).fill(0x55);
+    const b = new Uint8Array(4 * KiB).fill(0x77);
+    await ov.write(5 * 4 * KiB, a);
+    await ov.write(6 * 4 * KiB, b);
+    model.set(a, 5 * 4 * KiB);
+    model.set(b, 6 * 4 * KiB);
+    releaseHeld();
+    expect(await failed).toMatchObject({ code: ErrorCode.NO_SPACE });
+    expectBytes(await ov.read(0, ov.size), model);
+    await ov.close();
   });
 });
 

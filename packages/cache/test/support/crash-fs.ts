@@ -26,6 +26,9 @@ class MemNode {
 /** Which file operations a test wants to fail. */
 export type FaultHook = (op: 'write' | 'sync' | 'truncate', path: string) => void;
 
+/** Which writes a test wants to hold back: a returned promise delays the write until it settles. */
+export type HoldHook = (path: string, position: number) => Promise<void> | undefined;
+
 /**
  * An in-memory file system that models what a crash does to files: `sync()` makes a file's
  * bytes durable; {@link CrashFs.crash} returns the file system a reboot would find, in which
@@ -37,6 +40,7 @@ export class CrashFs implements CacheFileSystem {
   readonly files = new Map<string, MemNode>();
   capacity: number;
   fault: FaultHook | undefined;
+  hold: HoldHook | undefined;
   openHandles = 0;
   #dead = false;
 
@@ -90,6 +94,8 @@ export class CrashFs implements CacheFileSystem {
         return avail;
       },
       async write(data, position) {
+        const held = fs.hold?.(path, position);
+        if (held !== undefined) await held;
         check();
         if (flags === 'read') throw new IvmrError(ErrorCode.IO, `${path}: opened read-only`);
         fs.fault?.('write', path);
