@@ -2,6 +2,7 @@ import { readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ErrorCode, isIvmrError, MemoryBlockSource } from '@ivmr/core';
 import { describe, expect, it } from 'vitest';
+import { expectSettlesAfterItsParts, Hold } from '../../../scripts/testing/settling-read.js';
 import { noSpaceError } from '../src/errors.js';
 import { type WritableBlockSource, WriteOverlay } from '../src/index.js';
 import { expectBytes } from './support/bytes.js';
@@ -159,6 +160,29 @@ describe('WriteOverlay on a full volume', () => {
     releaseHeld();
     expect(await failed).toMatchObject({ code: ErrorCode.NO_SPACE });
     expectBytes(await ov.read(0, ov.size), model);
+    await ov.close();
+  });
+});
+
+describe('WriteOverlay reads that fail', () => {
+  it('settle only once each of their parts stopped writing into the buffer', async () => {
+    const bytes = randomBytesFrom(4, 64 * KiB);
+    const inner = new MemoryBlockSource(bytes);
+    const hold = new Hold();
+    const base = {
+      size: bytes.length,
+      // Grain 0 of the base is damaged and fails at once; grain 2 is slow.
+      read: async (o: number, l: number, into?: Uint8Array) => {
+        if (o < 4 * KiB) throw new Error('chunk corrupt');
+        if (o < 12 * KiB && o + l > 8 * KiB) await hold.wait();
+        return inner.read(o, l, into);
+      },
+    };
+    const ov = await WriteOverlay.open(base, { dir: '/r', fs: new CrashFs(), grainSize: 4 * KiB });
+    // Grain 1 in the overlay: a read of grains 0..2 is three parts (base, overlay, base).
+    await ov.write(4 * KiB, new Uint8Array(4 * KiB).fill(9));
+    const into = new Uint8Array(12 * KiB);
+    await expectSettlesAfterItsParts(ov.read(0, 12 * KiB, into), into, hold, /chunk corrupt/);
     await ov.close();
   });
 });

@@ -2,6 +2,7 @@ import { open } from 'node:fs/promises';
 import { join } from 'node:path';
 import { type BlockSource, ErrorCode, isIvmrError, MemoryBlockSource } from '@ivmr/core';
 import { describe, expect, it, vi } from 'vitest';
+import { expectSettlesAfterItsParts, Hold } from '../../../scripts/testing/settling-read.js';
 import type { CacheFile } from '../src/fs/cache-file-system.js';
 import {
   type CacheFileSystem,
@@ -316,6 +317,29 @@ describe('ReadCache single-flight and read-ahead', () => {
       else expectBytes(r.value, block(b), `block ${b}`);
     });
     await fresh.close();
+    await cache.close();
+  });
+
+  it('a read that fails settles only once each of its parts stopped writing into its buffer', async () => {
+    const bytes = randomBytesFrom(12, 1 * MiB);
+    const inner = new MemoryBlockSource(bytes);
+    const bs = 64 * KiB;
+    const hold = new Hold();
+    const source = {
+      size: bytes.length,
+      // Block 0 is damaged and fails at once; block 2 loads slowly.
+      read: async (o: number, l: number, into?: Uint8Array) => {
+        if (o < bs) throw new Error('chunk corrupt');
+        if (o < 3 * bs && o + l > 2 * bs) await hold.wait();
+        return inner.read(o, l, into);
+      },
+    };
+    const cache = await memCache(source, { blockSize: bs });
+    // Block 1 cached: a read of blocks 0..2 is then three parts (miss, hit, miss).
+    await cache.read(bs, bs);
+    await cache.settle();
+    const into = new Uint8Array(3 * bs);
+    await expectSettlesAfterItsParts(cache.read(0, 3 * bs, into), into, hold, /chunk corrupt/);
     await cache.close();
   });
 

@@ -18,11 +18,29 @@ export interface BlockSource {
    * When `into` is given the bytes are written to `into[0..length)` and `into` (or a view of it
    * of exactly `length` bytes) is returned; it must hold at least `length` bytes. Without `into`
    * a new buffer is returned. A failed read rejects with an {@link IvmrError}; it never returns
-   * partly wrong bytes.
+   * partly wrong bytes. A read that settles has stopped writing into `into`: callers reuse the
+   * buffer at once, also after a failure (a read in parts waits for all of them, see
+   * {@link settleAll}).
    */
   read(offset: number, length: number, into?: Uint8Array): Promise<Uint8Array>;
   /** Releases resources (file handles, caches). Reads after close reject with `IVMR_CLOSED`. */
   close?(): Promise<void>;
+}
+
+/**
+ * Waits until every promise has settled, then rejects with the first failure (in array order),
+ * if any. A read made of parts that write into one buffer awaits them with this, never with
+ * `Promise.all`: that rejects at the first failure while other parts may still be writing, and
+ * the caller, who reuses the buffer once the read settles, would see their bytes land later.
+ */
+export async function settleAll(parts: readonly Promise<unknown>[]): Promise<void> {
+  if (parts.length === 1) {
+    await parts[0];
+    return;
+  }
+  if (parts.length === 0) return;
+  const failed = (await Promise.allSettled(parts)).find((r) => r.status === 'rejected');
+  if (failed !== undefined) throw (failed as PromiseRejectedResult).reason;
 }
 
 /** Checks a read request against a source size; throws `IVMR_RANGE` / `IVMR_INVALID_ARGUMENT`. */

@@ -9,6 +9,7 @@ export {
   checkReadRange,
   FileBlockSource,
   MemoryBlockSource,
+  settleAll,
 } from './block-source.js';
 export { ErrorCode, type ErrorCodeValue, IvmrError, isIvmrError } from './errors.js';
 export type { CodecName } from './format/codec.js';

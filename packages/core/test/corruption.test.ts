@@ -1,6 +1,7 @@
 import { cp, open, readdir, readFile, rm, truncate, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { expectSettlesAfterItsParts, Hold } from '../../../scripts/testing/settling-read.js';
 import { FRAME_HEADER_SIZE } from '../src/format/pack.js';
 import {
   ErrorCode,
@@ -184,6 +185,38 @@ describe('a damaged blob', () => {
     ]);
     await fresh.close();
     await repo.close();
+  });
+
+  it('a read that fails rejects only once every part of it has stopped writing into its buffer', async () => {
+    const { dir, p1 } = await twoPoints();
+    const repo = await openLocalRepository(dir);
+    const point = await repo.openPoint('vm1', p1.id);
+    const damaged = await findBlob(repo.store, point.disk('d0').blobOf(BLOCK)!);
+    // Block BLOCK + 1 is a zero block; BLOCK + 2 holds random bytes.
+    const slow = await findBlob(repo.store, point.disk('d0').blobOf(BLOCK + 2)!);
+    await point.close();
+    await repo.close();
+    const e = damaged.entry;
+    await flipByte(
+      localPackPath(dir, damaged.pack),
+      e.offset + e.frameLengths[0]! + FRAME_HEADER_SIZE + 100,
+    );
+
+    // The damaged block fails at once; the fetch of the slow block is held back meanwhile.
+    const store = new FaultyStore(await LocalStore.open(dir));
+    const hold = new Hold();
+    store.hold = (kind, name, range) =>
+      kind === 'pack' && name === slow.pack && range?.offset === slow.entry.offset
+        ? hold.wait()
+        : undefined;
+    const fresh = await Repository.open(store);
+    const opened = await fresh.openPoint('vm1', p1.id);
+    const into = new Uint8Array(3 * BS);
+    await expectSettlesAfterItsParts(opened.disk('d0').read(BLOCK * BS, 3 * BS, into), into, hold, {
+      code: ErrorCode.CHUNK_CORRUPT,
+    });
+    await opened.close();
+    await fresh.close();
   });
 
   it('a truncated pack fails the blobs past the cut with IVMR_CHUNK_CORRUPT, and verify reports the pack', async () => {

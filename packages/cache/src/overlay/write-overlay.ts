@@ -1,5 +1,12 @@
 import { randomBytes } from 'node:crypto';
-import { type BlockSource, checkReadRange, ErrorCode, IvmrError, isIvmrError } from '@ivmr/core';
+import {
+  type BlockSource,
+  checkReadRange,
+  ErrorCode,
+  IvmrError,
+  isIvmrError,
+  settleAll,
+} from '@ivmr/core';
 import { closedError, formatError, noSpaceError, readOnlyError } from '../errors.js';
 import type { CacheFile, CacheFileSystem } from '../fs/cache-file-system.js';
 import { nodeFileSystem } from '../fs/node-file-system.js';
@@ -711,8 +718,7 @@ export class WriteOverlay implements WritableBlockSource {
       else pending.push(this.#readSlot(v * g + (pos - first * g), dst));
       pos = runEnd;
     }
-    if (pending.length === 1) await pending[0];
-    else if (pending.length > 1) await Promise.all(pending);
+    await settleAll(pending);
   }
 
   /** Base bytes at `offset`; zeros past the base's end or the base limit (set by shrinking). */
@@ -832,15 +838,10 @@ export class WriteOverlay implements WritableBlockSource {
       writes.push(this.#data!.write(bytes, plans[i]!.pos));
       i = j;
     }
-    if (writes.length === 1) {
-      await writes[0];
-      return;
-    }
     // Every write settles before a failure is reported: the caller then frees the fresh slots
     // and may retry into them, so a write of this attempt still in flight would land over the
     // retry's bytes (or another grain's) later.
-    const failed = (await Promise.allSettled(writes)).find((r) => r.status === 'rejected');
-    if (failed !== undefined) throw (failed as PromiseRejectedResult).reason;
+    await settleAll(writes);
   }
 
   /** Sets grain `g` to `v`, keeping slot accounting: a slot no commit refers to is freed now. */

@@ -1,5 +1,12 @@
 import { dirname } from 'node:path';
-import { type BlockSource, checkReadRange, ErrorCode, IvmrError, isIvmrError } from '@ivmr/core';
+import {
+  type BlockSource,
+  checkReadRange,
+  ErrorCode,
+  IvmrError,
+  isIvmrError,
+  settleAll,
+} from '@ivmr/core';
 import { closedError } from '../errors.js';
 import type { CacheFile, CacheFileSystem, StatFs } from '../fs/cache-file-system.js';
 import { nodeFileSystem } from '../fs/node-file-system.js';
@@ -433,8 +440,7 @@ export class ReadCache implements BlockSource {
       b++;
     }
     if (ahead[1] > ahead[0]) this.#startReadAhead(ahead[0], ahead[1]);
-    if (parts.length === 1) await parts[0];
-    else await Promise.all(parts);
+    await settleAll(parts);
     return out;
   }
 
@@ -543,7 +549,7 @@ export class ReadCache implements BlockSource {
       const to = Math.min(hi, (k + 1) * bs);
       parts.push(this.#readPart(k, from - k * bs, out.subarray(from - offset, to - offset)));
     }
-    await Promise.all(parts);
+    await settleAll(parts);
   }
 
   /**

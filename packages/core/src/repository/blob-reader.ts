@@ -1,3 +1,4 @@
+import { settleAll } from '../block-source.js';
 import { ErrorCode, IvmrError, isIvmrError } from '../errors.js';
 import { decodeFrameInto } from '../format/frame.js';
 import type { StoreAdapter } from '../store/adapter.js';
@@ -119,8 +120,7 @@ export class BlobReader {
       };
       waits.push(this.#fetch(slot, loc, missFirst, missLast, covered, { used, place, copy }));
     }
-    if (waits.length === 1) await waits[0];
-    else if (waits.length > 1) await Promise.all(waits);
+    await settleAll(waits);
   }
 
   /**

@@ -1,4 +1,4 @@
-import { type BlockSource, checkReadRange } from '../block-source.js';
+import { type BlockSource, checkReadRange, settleAll } from '../block-source.js';
 import { ErrorCode, IvmrError, isIvmrError } from '../errors.js';
 import type { BlobReader } from './blob-reader.js';
 
@@ -98,8 +98,7 @@ export class RestoreDisk implements BlockSource {
       }
       pos += n;
     }
-    if (pending.length === 1) await pending[0];
-    else if (pending.length > 1) await Promise.all(pending);
+    await settleAll(pending);
     return out;
   }
 

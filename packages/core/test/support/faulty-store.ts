@@ -1,4 +1,5 @@
 import {
+  type ByteRangeRequest,
   ErrorCode,
   IvmrError,
   type ObjectInfo,
@@ -15,6 +16,10 @@ export class FaultyStore implements StoreAdapter {
   readonly location: string;
   readonly inner: StoreAdapter;
   putBudget = Number.POSITIVE_INFINITY;
+  /** Gets a test wants to hold back: a returned promise delays the get until it settles. */
+  hold:
+    | ((kind: ObjectKind, name: string, range?: ByteRangeRequest) => Promise<void> | undefined)
+    | undefined;
   puts = 0;
   /** Kinds of the puts that went through, in order. */
   readonly log: ObjectKind[] = [];
@@ -24,11 +29,9 @@ export class FaultyStore implements StoreAdapter {
     this.location = `faulty(${inner.location})`;
   }
 
-  get(
-    kind: ObjectKind,
-    name: string,
-    range?: { offset: number; length: number },
-  ): Promise<Uint8Array> {
+  async get(kind: ObjectKind, name: string, range?: ByteRangeRequest): Promise<Uint8Array> {
+    const held = this.hold?.(kind, name, range);
+    if (held !== undefined) await held;
     return this.inner.get(kind, name, range);
   }
 

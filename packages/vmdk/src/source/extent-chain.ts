@@ -1,4 +1,4 @@
-import { type BlockSource, checkReadRange, ErrorCode, IvmrError } from '@ivmr/core';
+import { type BlockSource, checkReadRange, ErrorCode, IvmrError, settleAll } from '@ivmr/core';
 
 /** One extent of a disk: `size` bytes from `source` at `start`, or zeros when source is null. */
 export interface ChainPart {
@@ -55,7 +55,7 @@ export class ExtentChain implements BlockSource {
       pos += n;
       i++;
     }
-    await Promise.all(tasks);
+    await settleAll(tasks);
     return out;
   }
 

@@ -4,6 +4,7 @@ import {
   ErrorCode,
   FileBlockSource,
   IvmrError,
+  settleAll,
 } from '@ivmr/core';
 import { NO_PARENT_CID, type VmdkDescriptor } from '../descriptor/model.js';
 import { parseDescriptor } from '../descriptor/parse.js';
@@ -159,8 +160,7 @@ export class SparseVmdk implements BlockSource {
       await Promise.allSettled(tasks);
       throw err;
     }
-    if (tasks.length === 1) await tasks[0];
-    else if (tasks.length > 1) await Promise.all(tasks);
+    await settleAll(tasks);
     return out;
   }
 
