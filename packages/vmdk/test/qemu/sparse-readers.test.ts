@@ -2,6 +2,7 @@ import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ErrorCode, isIvmrError, MemoryBlockSource } from '@ivmr/core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { expectSettlesAfterItsParts, Hold } from '../../../../scripts/testing/settling-read.js';
 import { SparseVmdk } from '../../src/index.js';
 import { firstDifference, patternBytes } from '../helpers/bytes.js';
 import { qemuImg, qemuIo, requireQemu } from '../helpers/qemu.js';
@@ -138,6 +139,36 @@ describe('sparse readers: whole-disk reads', () => {
     } finally {
       await vmdk.close();
     }
+  });
+
+  it('a read that fails settles only once each of its grain reads stopped writing into its buffer', async () => {
+    // Grains g - 1 and g + 1 allocated, g not: a read of the three is two file reads.
+    let g = 1;
+    const sector = (k: number) => u32(ms, gteOffset(ms, k));
+    while (!(sector(g - 1) > 1 && sector(g) === 0 && sector(g + 1) > 1)) g++;
+    const inner = new MemoryBlockSource(ms);
+    const hold = new Hold();
+    let armed = false;
+    let grainReads = 0;
+    const file = {
+      size: ms.length,
+      // The first grain read fails at once, the second is slow.
+      read: async (o: number, l: number, into?: Uint8Array) => {
+        if (armed && l >= GRAIN && ++grainReads === 1) throw new Error('disk error');
+        if (armed && l >= GRAIN) await hold.wait();
+        return inner.read(o, l, into);
+      },
+    };
+    const vmdk = await SparseVmdk.from(file, { name: 'test.vmdk' });
+    armed = true;
+    const into = new Uint8Array(3 * GRAIN);
+    await expectSettlesAfterItsParts(
+      vmdk.read((g - 1) * GRAIN, 3 * GRAIN, into),
+      into,
+      hold,
+      /disk error/,
+    );
+    await vmdk.close();
   });
 
   it('rejects reads after close, and reads past the end', async () => {
