@@ -64,6 +64,8 @@ function wrapFs(
   wrap: {
     read?: (file: CacheFile, into: Uint8Array, position: number) => Promise<number>;
     write?: (file: CacheFile, data: Uint8Array, position: number) => Promise<void>;
+    /** Files get `writev` only when this is given. */
+    writev?: (file: CacheFile, buffers: readonly Uint8Array[], position: number) => Promise<void>;
   },
 ): CacheFileSystem {
   return {
@@ -73,6 +75,9 @@ function wrapFs(
         read: (into, position) => (wrap.read ?? ((f, i, p) => f.read(i, p)))(file, into, position),
         write: (data, position) =>
           (wrap.write ?? ((f, d, p) => f.write(d, p)))(file, data, position),
+        ...(wrap.writev && {
+          writev: (buffers, position) => wrap.writev!(file, buffers, position),
+        }),
         sync: () => file.sync(),
         truncate: (size) => file.truncate(size),
         size: () => file.size(),
@@ -739,6 +744,55 @@ describe('ReadCache persistence', () => {
     const before = base.reads;
     await expectBlocks(second, bytes, 32);
     expect(base.reads - before, 'every block was found after the reopen').toBe(0);
+    await second.close();
+  });
+
+  it('writes the blocks of misses ready together with one writev per run of neighbouring slots', async () => {
+    const dir = await tempDir();
+    // 32 blocks, the last one short: it must end its run.
+    const bytes = randomBytesFrom(11, 2 * MiB - 1000);
+    const source = new GatedSource(bytes);
+    const calls: number[] = [];
+    const fs = wrapFs(nodeFileSystem, {
+      write: (file, data, position) => {
+        if (position >= dataStart(32)) calls.push(1);
+        return file.write(data, position);
+      },
+      writev: (file, buffers, position) => {
+        calls.push(buffers.length);
+        return file.writev!(buffers, position);
+      },
+    });
+    const opts = {
+      path: join(dir, 'c.rcache'),
+      blockSize: 64 * KiB,
+      maxBytes: 2 * MiB,
+      readAhead: 0,
+      fs,
+      statfs: async () => ({ totalBytes: 100 * GiB, freeBytes: 50 * GiB }),
+    };
+    const first = await ReadCache.open(source, opts);
+    // 32 misses loading at once; they all arrive when the source lets them go.
+    const order = Array.from({ length: 32 }, (_, i) => (i * 13) % 32);
+    const reads = order.map((b) => first.read(b * 64 * KiB, b === 31 ? 64 * KiB - 1000 : 100));
+    source.release();
+    await Promise.all(reads);
+    await first.settle();
+    expect(
+      calls.reduce((a, n) => a + n, 0),
+      'blocks written',
+    ).toBe(32);
+    expect(
+      calls.length,
+      `data write calls (blocks per call: ${calls.join(' ')})`,
+    ).toBeLessThanOrEqual(4);
+    expect(Math.max(...calls), 'blocks in the largest call').toBeGreaterThan(8);
+    await first.close();
+    // Every block landed in its own slot: a reopened cache serves them all without the source.
+    const second = await ReadCache.open(source, opts);
+    const before = source.reads;
+    expectBytes(await second.read(0, bytes.length), bytes, 'whole disk after the reopen');
+    expect(source.reads - before, 'every block was found after the reopen').toBe(0);
     await second.close();
   });
 

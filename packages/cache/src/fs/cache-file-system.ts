@@ -24,6 +24,11 @@ export interface CacheFile {
    * The bytes are durable only after a later `sync()` resolves.
    */
   write(data: Uint8Array, position: number): Promise<void>;
+  /**
+   * Optional: writes `buffers` end to end at `position` with one system call where it can
+   * (`pwritev`), as {@link write} writes one. Layers without it get one `write` per buffer.
+   */
+  writev?(buffers: readonly Uint8Array[], position: number): Promise<void>;
   /** Makes every completed write and truncate of this file durable (fdatasync). */
   sync(): Promise<void>;
   /** Sets the file's size: shrinking drops bytes, growing adds zeros (a hole where possible). */

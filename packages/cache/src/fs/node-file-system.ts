@@ -101,6 +101,25 @@ class NodeCacheFile implements CacheFile {
     }
   }
 
+  async writev(buffers: readonly Uint8Array[], position: number): Promise<void> {
+    let rest = buffers;
+    let at = position;
+    try {
+      while (rest.length > 0) {
+        const { bytesWritten } = await this.#fh.writev(rest as Uint8Array[], at);
+        if (bytesWritten === 0) throw Object.assign(new Error('wrote nothing'), { code: 'EIO' });
+        at += bytesWritten;
+        // A short write: go on after the bytes written.
+        let n = bytesWritten;
+        let i = 0;
+        while (i < rest.length && n >= rest[i]!.length) n -= rest[i++]!.length;
+        rest = i < rest.length ? [rest[i]!.subarray(n), ...rest.slice(i + 1)] : [];
+      }
+    } catch (err) {
+      throw fromSystemError(err, `write to ${this.#path}`, { path: this.#path, position: at });
+    }
+  }
+
   async sync(): Promise<void> {
     try {
       await this.#fh.datasync();
