@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { Socket } from 'node:net';
 import { describe, expect, it } from 'vitest';
 import { NfsStatus } from '../src/filesystem.js';
 import { Nfs3Proc } from '../src/nfs3/constants.js';
@@ -121,6 +122,68 @@ describe('many calls on one connection', () => {
     replies.forEach((r, i) => {
       expect(r.data?.equals(data.subarray(i * 512, (i + 1) * 512))).toBe(true);
     });
+  });
+});
+
+describe('replies finished together', () => {
+  const f = useNfs3Fixture();
+
+  /**
+   * Runs `n` READs of `count` bytes each whose adapter reads all finish in the same turn of the
+   * event loop, checks their data, and returns how many socket writes the server made for them.
+   */
+  async function readTogether(n: number, count: number): Promise<number> {
+    const pending: (() => void)[] = [];
+    const read = f.fs.read.bind(f.fs);
+    f.fs.read = async (id, offset, length) => {
+      await new Promise<void>((resolve) => {
+        pending.push(resolve);
+        if (pending.length === n) {
+          setImmediate(() => {
+            for (const r of pending) r();
+          });
+        }
+      });
+      return read(id, offset, length);
+    };
+    const data = randomBytes(n * count);
+    const fh = f.server.handle('/memfs', f.fs.writeFile('/f', data));
+    const client = f.client.rpc.socket;
+    let writes = 0;
+    // Node gives a socket's buffered chunks to the system with _writev (one writev call), a
+    // lone chunk with _write.
+    type Write = (this: Socket, ...args: unknown[]) => unknown;
+    const proto = Socket.prototype as unknown as { _write: Write; _writev: Write };
+    const original = { _write: proto._write, _writev: proto._writev };
+    for (const m of ['_write', '_writev'] as const) {
+      proto[m] = function (this: Socket, ...args: unknown[]) {
+        if (this !== client) writes++;
+        return original[m].apply(this, args);
+      };
+    }
+    try {
+      const replies = await Promise.all(
+        Array.from({ length: n }, (_, i) => f.client.read(fh, i * count, count)),
+      );
+      replies.forEach((r, i) => {
+        expect(r.data?.equals(data.subarray(i * count, (i + 1) * count)), `read ${i}`).toBe(true);
+      });
+    } finally {
+      proto._write = original._write;
+      proto._writev = original._writev;
+    }
+    return writes;
+  }
+
+  it('small ones share socket writes, up to 64 KiB each', async () => {
+    // 32 replies of about 4.1 KiB: 15 fit in 64 KiB, so three writes.
+    const writes = await readTogether(32, 4 * KiB);
+    expect(writes).toBeGreaterThanOrEqual(3);
+    expect(writes).toBeLessThanOrEqual(4);
+  });
+
+  it('large ones each go out with their own write', async () => {
+    expect(await readTogether(4, 128 * KiB)).toBe(4);
   });
 });
 
