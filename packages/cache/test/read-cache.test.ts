@@ -700,6 +700,18 @@ async function expectBlocks(cache: ReadCache, bytes: Uint8Array, count: number):
   }
 }
 
+/** Options of a 32-slot cache of 64 KiB blocks in `dir` on `fs`, on a roomy volume. */
+function ringOf32(dir: string, fs: CacheFileSystem): ReadCacheOptions {
+  return {
+    path: join(dir, 'c.rcache'),
+    blockSize: 64 * KiB,
+    maxBytes: 2 * MiB,
+    readAhead: 0,
+    fs,
+    statfs: async () => ({ totalBytes: 100 * GiB, freeBytes: 50 * GiB }),
+  };
+}
+
 describe('ReadCache persistence', () => {
   it('writes the table entries of stores in batches, and a reopened cache finds every block', async () => {
     const dir = await tempDir();
@@ -723,14 +735,7 @@ describe('ReadCache persistence', () => {
         await gate;
       },
     });
-    const opts = {
-      path: join(dir, 'c.rcache'),
-      blockSize: 64 * KiB,
-      maxBytes: 2 * MiB,
-      readAhead: 0,
-      fs,
-      statfs: async () => ({ totalBytes: 100 * GiB, freeBytes: 50 * GiB }),
-    };
+    const opts = ringOf32(dir, fs);
     const first = await ReadCache.open(base, opts);
     writes.table = 0;
     // 32 misses at once (random reads, so each block is stored as it loads).
@@ -763,14 +768,7 @@ describe('ReadCache persistence', () => {
         return file.writev!(buffers, position);
       },
     });
-    const opts = {
-      path: join(dir, 'c.rcache'),
-      blockSize: 64 * KiB,
-      maxBytes: 2 * MiB,
-      readAhead: 0,
-      fs,
-      statfs: async () => ({ totalBytes: 100 * GiB, freeBytes: 50 * GiB }),
-    };
+    const opts = ringOf32(dir, fs);
     const first = await ReadCache.open(source, opts);
     // 32 misses loading at once; they all arrive when the source lets them go.
     const order = Array.from({ length: 32 }, (_, i) => (i * 13) % 32);
