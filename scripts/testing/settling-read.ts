@@ -2,22 +2,29 @@ import { expect } from 'vitest';
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
-/** A gate a test holds one part of a read behind (see {@link expectSettlesAfterItsParts}). */
+/** A gate a test holds one part of a read or write behind (see {@link expectSettlesAfterItsParts}). */
 export class Hold {
   /** True once the held part reached the gate. */
   reached = false;
+  /** Resolves when the held part reaches the gate. */
+  readonly started: Promise<void>;
   readonly #gate: Promise<void>;
   #open!: () => void;
+  #start!: () => void;
 
   constructor() {
     this.#gate = new Promise<void>((resolve) => {
       this.#open = resolve;
+    });
+    this.started = new Promise<void>((resolve) => {
+      this.#start = resolve;
     });
   }
 
   /** Marks the part as held and returns what it waits for. */
   wait(): Promise<void> {
     this.reached = true;
+    this.#start();
     return this.#gate;
   }
 

@@ -125,19 +125,9 @@ describe('WriteOverlay on a full volume', () => {
     const ov = await WriteOverlay.open(base, { dir: '/n', fs, grainSize: 4 * KiB });
     // A write across two partial grains: two fresh slots, two data writes. The first is held
     // back, the second finds the volume full.
-    let releaseHeld!: () => void;
-    let heldHit!: () => void;
-    const hit = new Promise<void>((resolve) => {
-      heldHit = resolve;
-    });
+    const held = new Hold();
     let dataWrites = 0;
-    fs.hold = (path) => {
-      if (!path.endsWith('.data') || ++dataWrites !== 1) return undefined;
-      heldHit();
-      return new Promise<void>((resolve) => {
-        releaseHeld = resolve;
-      });
-    };
+    fs.hold = (path) => (path.endsWith('.data') && ++dataWrites === 1 ? held.wait() : undefined);
     fs.fault = (op, path) => {
       if (op === 'write' && path.endsWith('.data') && dataWrites === 2) {
         throw noSpaceError('write: no space left', { path });
@@ -147,7 +137,7 @@ describe('WriteOverlay on a full volume', () => {
       () => undefined,
       (err: unknown) => err,
     );
-    await hit;
+    await held.started;
     await new Promise((resolve) => setTimeout(resolve, 10));
     // Writes to other grains meanwhile: they must not get the failed write's slots while a
     // piece of it is still on its way to one of them.
@@ -157,7 +147,7 @@ describe('WriteOverlay on a full volume', () => {
     await ov.write(6 * 4 * KiB, b);
     model.set(a, 5 * 4 * KiB);
     model.set(b, 6 * 4 * KiB);
-    releaseHeld();
+    held.release();
     expect(await failed).toMatchObject({ code: ErrorCode.NO_SPACE });
     expectBytes(await ov.read(0, ov.size), model);
     await ov.close();

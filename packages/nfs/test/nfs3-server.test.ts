@@ -6,6 +6,7 @@ import { Nfs3Proc } from '../src/nfs3/constants.js';
 import { NFS_PROGRAM } from '../src/nfs3/nfs3-program.js';
 import { writeDiropargs3 } from '../src/nfs3/types.js';
 import { AcceptStat } from '../src/rpc/message.js';
+import type { MemoryFileSystem } from './helpers/memory-fs.js';
 import { Nfs3Client, type RpcReplyError, useNfs3Fixture } from './helpers/nfs3-client.js';
 import { RpcTestClient } from './helpers/rpc-client.js';
 
@@ -13,6 +14,26 @@ const KiB = 1024;
 const MiB = 1024 * KiB;
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * Makes `fs`'s reads wait until `n` of them have started, then lets them all finish in one turn
+ * of the event loop, in the order they came or in reverse.
+ */
+function finishReadsTogether(fs: MemoryFileSystem, n: number, order: 'in order' | 'reverse'): void {
+  const pending: (() => void)[] = [];
+  const read = fs.read.bind(fs);
+  fs.read = async (id, offset, count) => {
+    await new Promise<void>((resolve) => {
+      pending.push(resolve);
+      if (pending.length === n) {
+        setImmediate(() => {
+          for (const r of order === 'reverse' ? pending.reverse() : pending) r();
+        });
+      }
+    });
+    return read(id, offset, count);
+  };
+}
 
 describe('duplicate request cache', () => {
   const f = useNfs3Fixture();
@@ -94,19 +115,7 @@ describe('many calls on one connection', () => {
 
   it('sends replies in completion order when the adapter finishes reads in reverse', async () => {
     const n = 32;
-    const pending: (() => void)[] = [];
-    const read = f.fs.read.bind(f.fs);
-    f.fs.read = async (id, offset, count) => {
-      await new Promise<void>((resolve) => {
-        pending.push(resolve);
-        if (pending.length === n) {
-          setImmediate(() => {
-            for (const r of pending.reverse()) r();
-          });
-        }
-      });
-      return read(id, offset, count);
-    };
+    finishReadsTogether(f.fs, n, 'reverse');
     const data = randomBytes(n * 512);
     const fh = f.server.handle('/memfs', f.fs.writeFile('/f', data));
     const order: number[] = [];
@@ -133,19 +142,7 @@ describe('replies finished together', () => {
    * event loop, checks their data, and returns how many socket writes the server made for them.
    */
   async function readTogether(n: number, count: number): Promise<number> {
-    const pending: (() => void)[] = [];
-    const read = f.fs.read.bind(f.fs);
-    f.fs.read = async (id, offset, length) => {
-      await new Promise<void>((resolve) => {
-        pending.push(resolve);
-        if (pending.length === n) {
-          setImmediate(() => {
-            for (const r of pending) r();
-          });
-        }
-      });
-      return read(id, offset, length);
-    };
+    finishReadsTogether(f.fs, n, 'in order');
     const data = randomBytes(n * count);
     const fh = f.server.handle('/memfs', f.fs.writeFile('/f', data));
     const client = f.client.rpc.socket;

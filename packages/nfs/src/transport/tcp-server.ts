@@ -165,6 +165,19 @@ export class RpcTcpServer {
         writers.push(w);
         reply.sent?.();
       };
+      const writeRecord = () => {
+        if (!tail) {
+          socket.write(w.view(), release);
+          return;
+        }
+        socket.write(w.view());
+        if (pad) {
+          socket.write(tail);
+          socket.write(PAD.subarray(0, pad), release);
+        } else {
+          socket.write(tail, release);
+        }
+      };
       const size = w.pos + tailLength + pad;
       // A reply with no other call in flight has nothing to wait for: it goes out at once.
       if (size <= GLUE_REPLY_BYTES && (glued > 0 || inFlight > 1)) {
@@ -174,25 +187,14 @@ export class RpcTcpServer {
           setImmediate(unglue);
         }
         glued += size;
-        if (tail) socket.write(w.view());
-        if (tail && pad) socket.write(tail);
-        socket.write(!tail ? w.view() : pad ? PAD.subarray(0, pad) : tail, release);
+        writeRecord();
         return;
       }
-      // A large reply goes out on its own, after the small ones before it.
+      // Any other reply goes out on its own (header and data in one write), after the small
+      // ones before it.
       unglue();
-      if (!tail) {
-        socket.write(w.view(), release);
-        return;
-      }
       socket.cork();
-      socket.write(w.view());
-      if (pad) {
-        socket.write(tail);
-        socket.write(PAD.subarray(0, pad), release);
-      } else {
-        socket.write(tail, release);
-      }
+      writeRecord();
       socket.uncork();
     };
     const decoder = new RecordDecoder(this.#maxRecord, (record) => {
