@@ -30,6 +30,9 @@ static inline u64 load64(const u8 *p) {
 
 static inline void store64(u8 *p, u64 v) { __builtin_memcpy(p, &v, 8); }
 
+/* For a match at offset 1-7: the smallest multiple of the offset that is at least 8. */
+static const u8 PATTERN_DIST[8] = {0, 8, 8, 9, 8, 10, 12, 14};
+
 /* Copies n bytes, n <= 16, writing 16 (inside the slack). */
 static inline void copy16(u8 *d, const u8 *s) {
   store64(d, load64(s));
@@ -95,8 +98,15 @@ __attribute__((export_name("decode"))) int decode(const u8 *src, u32 src_len, u8
     } else if (offset >= 8) {
       for (u32 i = 0; i < len; i += 8) store64(op + i, load64(m + i));
     } else {
-      /* A short repeating pattern: byte by byte (each byte may be one just written). */
-      for (u32 i = 0; i < len; i++) op[i] = m[i];
+      /*
+       * A pattern of 1-7 bytes repeating: the output from m on has period `offset`. The first 8
+       * bytes go byte by byte (each may be one just written); after that, each 8-byte word is
+       * copied from `dist` bytes back, the smallest multiple of the period that is 8 or more,
+       * so the word it reads was written before it (and starts at m or later).
+       */
+      for (u32 i = 0; i < 8; i++) op[i] = m[i];
+      const u32 dist = PATTERN_DIST[offset];
+      for (u32 i = 8; i < len; i += 8) store64(op + i, load64(op + i - dist));
     }
     op += len;
   }
