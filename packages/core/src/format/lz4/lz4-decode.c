@@ -67,8 +67,31 @@ __attribute__((export_name("decode"))) int decode(const u8 *src, u32 src_len, u8
     if (ip >= iend) return -3;
     u32 token = *ip++;
 
-    /* Literals. */
     u32 lit = token >> 4;
+
+    /*
+     * The common sequence, far from both ends: at most 14 literals and a match of at most 18
+     * bytes at an offset of 8 or more. Whole words are copied without the length checks below:
+     * the input holds the literals and the offset (with 16 bytes to spare), the output has room
+     * for 16 bytes of literals and 24 of match. Any other sequence takes the general path.
+     */
+    if (lit < 15 && (token & 15) < 15 && (u32)(iend - ip) >= lit + 18 &&
+        (u32)(oend - op) >= lit + 34) {
+      const u32 offset = (u32)ip[lit] | ((u32)ip[lit + 1] << 8);
+      if (offset >= 8 && (u32)(op + lit - dst) >= offset) {
+        copy16(op, ip);
+        op += lit;
+        ip += lit + 2;
+        const u8 *m = op - offset;
+        store64(op, load64(m));
+        store64(op + 8, load64(m + 8));
+        store64(op + 16, load64(m + 16));
+        op += (token & 15) + 4;
+        continue;
+      }
+    }
+
+    /* Literals. */
     if (lit == 15 && !add_length(&ip, iend, &lit)) return -3;
     if ((u32)(iend - ip) < lit || (u32)(oend - op) < lit) return -1;
     if (lit <= 16) {
