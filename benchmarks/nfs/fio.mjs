@@ -7,6 +7,8 @@
  * `--filename=read.bin`. It creates no files and does not know their size: `--size` is given.
  */
 
+import { readFileSync } from 'node:fs';
+
 /**
  * @typedef {object} Job
  * @property {string} id stable key
@@ -65,9 +67,10 @@ export const JOBS = [
  * fio's arguments for a timed job. `once` ends the job after one pass over the file even when
  * the runtime is not over: a cold sequential read must not wrap around into blocks it has just
  * read (they are warm by then).
+ * `latLog` names a path prefix for fio's per-I/O latency logs (see {@link latencyBySecond}).
  * @param {Job} job
  * @param {{ url: string, fileName: string, size: number, runtime: number, ramp: number,
- *   once?: boolean }} o
+ *   once?: boolean, latLog?: string }} o
  */
 export function timedArgs(job, o) {
   return [
@@ -88,7 +91,55 @@ export function timedArgs(job, o) {
     '--randrepeat=1',
     '--norandommap',
     '--output-format=json',
+    ...(o.latLog ? [`--write_lat_log=${o.latLog}`, '--per_job_logs=0'] : []),
   ];
+}
+
+/**
+ * The completion latencies of a run, second by second, from the log fio writes with
+ * `--write_lat_log=PREFIX` (`PREFIX_clat.log`: one line per I/O of the measured part, its time
+ * in ms and latency in ns first). A p99 over a whole run hides when its slow I/Os happened;
+ * this shows it, for instance that a cold run's tail is its first seconds. `tailShare` is the
+ * share of the run's slowest 1% (at or above its p99) that fell in that second.
+ * @param {string} clatLog
+ * @returns {{ second: number, ios: number, p50Us: number, p99Us: number, maxUs: number,
+ *   tailShare: number }[]}
+ */
+export function latencyBySecond(clatLog) {
+  /** @type {number[][]} */
+  const seconds = [];
+  /** @type {number[]} */
+  const all = [];
+  for (const line of readFileSync(clatLog, 'latin1').split('\n')) {
+    const comma = line.indexOf(',');
+    if (comma < 0) continue;
+    const ms = Number(line.slice(0, comma));
+    const ns = Number(line.slice(comma + 1, line.indexOf(',', comma + 1)));
+    if (!Number.isFinite(ms) || !Number.isFinite(ns)) continue;
+    const second = Math.floor(ms / 1000);
+    seconds[second] ??= [];
+    seconds[second].push(ns);
+    all.push(ns);
+  }
+  const at = (/** @type {Float64Array} */ sorted, /** @type {number} */ q) =>
+    sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] ?? Number.NaN;
+  const p99 = at(Float64Array.from(all).sort(), 0.99);
+  const tail = all.filter((ns) => ns >= p99).length;
+  const out = [];
+  for (let second = 0; second < seconds.length; second++) {
+    const ns = seconds[second];
+    if (!ns) continue;
+    const sorted = Float64Array.from(ns).sort();
+    out.push({
+      second,
+      ios: ns.length,
+      p50Us: at(sorted, 0.5) / 1000,
+      p99Us: at(sorted, 0.99) / 1000,
+      maxUs: sorted[sorted.length - 1] / 1000,
+      tailShare: tail === 0 ? 0 : ns.filter((x) => x >= p99).length / tail,
+    });
+  }
+  return out;
 }
 
 /**

@@ -1,5 +1,5 @@
 import { type ChildProcess, type SpawnOptions, spawn } from 'node:child_process';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -12,7 +12,19 @@ interface FioModule {
     deadlineMs: number,
   ): Promise<{ hung: boolean; json: unknown }>;
 }
-const { FIO_SPAWN, runFio } = (await import('./fio.mjs' as string)) as FioModule;
+interface Second {
+  second: number;
+  ios: number;
+  p50Us: number;
+  p99Us: number;
+  maxUs: number;
+  tailShare: number;
+}
+const { FIO_SPAWN, runFio, latencyBySecond } = (await import(
+  './fio.mjs' as string
+)) as FioModule & {
+  latencyBySecond(clatLog: string): Second[];
+};
 
 // runFio's deadline, with stand-ins for a hung fio: it must end, whatever holds the pipes.
 describe('runFio deadline', () => {
@@ -39,4 +51,35 @@ describe('runFio deadline', () => {
       await rm(dir, { recursive: true, force: true });
     }
   }, 15_000);
+});
+
+// latencyBySecond reads fio's per-I/O completion latency log (`time ms, latency ns, direction,
+// block size, ...`) into seconds.
+describe('latencyBySecond', () => {
+  it("gives each second its I/Os, p50, p99 and max, and its share of the run's slowest 1%", async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'ivmr-latlog-test-'));
+    try {
+      const lines: string[] = [];
+      // Second 0: 100 I/Os of 1..100 µs. Second 1: none. Second 2: 300 of 10 µs and 3 of 5 ms.
+      for (let i = 1; i <= 100; i++) lines.push(`${(i * 7) % 1000}, ${i * 1000}, 0, 4096, 0`);
+      for (let i = 0; i < 300; i++) lines.push(`${2000 + (i % 1000)}, 10000, 0, 4096, 0`);
+      for (let i = 0; i < 3; i++) lines.push('2999, 5000000, 0, 4096, 0');
+      const log = join(dir, 'x_clat.log');
+      await writeFile(log, `${lines.join('\n')}\n`);
+      const s = latencyBySecond(log);
+      expect(s.map((x) => [x.second, x.ios])).toEqual([
+        [0, 100],
+        [2, 303],
+      ]);
+      expect(s[0]).toMatchObject({ p50Us: 51, p99Us: 100, maxUs: 100 });
+      // 3 of 303 is 1%: the p99 of that second is still 10 µs; its max is 5 ms.
+      expect(s[1]).toMatchObject({ p50Us: 10, p99Us: 10, maxUs: 5000 });
+      // The run's p99 (the 399th of 403 latencies, sorted) is 99 µs: its slowest 1% are 99 and
+      // 100 µs in second 0 and the three of 5 ms in second 2.
+      expect(s[0]!.tailShare).toBeCloseTo(2 / 5, 9);
+      expect(s[1]!.tailShare).toBeCloseTo(3 / 5, 9);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
 });

@@ -29,7 +29,9 @@ interface Run {
   error: string | null;
   iops: number;
   p99Us: number;
+  ios: number;
   serverCpuSeconds: number;
+  bySecond?: { ios: number; tailShare: number }[];
 }
 
 describe('serve benchmark', () => {
@@ -78,6 +80,23 @@ describe('serve benchmark', () => {
           }
         }
       }
+      // The job with a latency target logged every I/O: each cold 4 KiB QD16 run has its
+      // seconds, which hold all its I/Os but the last iodepth - 1 (fio's JSON counts those, its
+      // log does not), and the shares of its slowest 1% add up to all of them.
+      for (const server of SERVERS) {
+        const [x] = runs.filter(
+          (x) => x.job === 'randread-4k-qd16' && x.temp === 'cold' && x.server === server,
+        );
+        const seconds = x!.bySecond ?? [];
+        expect(seconds.length, server).toBeGreaterThan(0);
+        const logged = seconds.reduce((a, s) => a + s.ios, 0);
+        expect(logged, server).toBeGreaterThanOrEqual(x!.ios - 15);
+        expect(logged, server).toBeLessThanOrEqual(x!.ios);
+        expect(seconds.reduce((a, s) => a + s.tailShare, 0)).toBeCloseTo(1, 6);
+      }
+      expect(await readFile(join(out, 'serve.md'), 'utf8')).toContain(
+        '4 KiB random read, QD16, cold, second by second',
+      );
       // Every target is evaluated against a measured figure (met or not is the machine's).
       expect(r.targets.length).toBeGreaterThan(0);
       for (const t of r.targets) {

@@ -30,6 +30,55 @@ function headline(job, x) {
 }
 
 /**
+ * For each job with a latency target: each server's round with the median p99, second by
+ * second (fio's per-I/O latency log): the p99 of the I/Os that completed in that second and the
+ * share of the round's slowest 1% among them, so a reader sees whether the tail is spread over
+ * the run or bunched (for instance in a cold run's first seconds).
+ * @param {any} r the results object
+ * @returns {string[]}
+ */
+function bySecondTables(r) {
+  const out = [];
+  const keys = new Set(
+    r.targets.filter((t) => t.kind === 'p99Us').map((t) => `${t.job}/${t.temp}`),
+  );
+  for (const key of keys) {
+    const [jobId, temp] = key.split('/');
+    const job = r.jobs.find((j) => j.id === jobId && j.temp === temp);
+    const rows = [];
+    let width = 0;
+    for (const name of Object.keys(job?.servers ?? {})) {
+      const rounds = (r.runs ?? [])
+        .filter((x) => x.job === jobId && x.temp === temp && x.server === name && x.bySecond)
+        .sort((a, b) => a.p99Us - b.p99Us);
+      const mid = rounds[Math.floor((rounds.length - 1) / 2)];
+      if (!mid) continue;
+      width = Math.max(width, mid.bySecond.length);
+      rows.push({ name, mid });
+    }
+    if (rows.length === 0) continue;
+    const cols = Array.from({ length: width }, (_, i) => i);
+    out.push(
+      '',
+      `${job.title}, ${temp}, second by second (each server's round with the median p99): the p99 of the I/Os completed in that second in ms, and in brackets the share of the round's slowest 1% that fell in it.`,
+      '',
+      `| Server | Round p99 | ${cols.map((i) => `${i}–${i + 1} s`).join(' | ')} |`,
+      `| --- | ---: | ${cols.map(() => '---:').join(' | ')} |`,
+    );
+    for (const { name, mid } of rows) {
+      // A second with under 1% of the round's I/Os (the run's last moments) says nothing.
+      const least = 0.01 * mid.bySecond.reduce((a, x) => a + x.ios, 0);
+      const cells = cols.map((i) => {
+        const s = mid.bySecond.find((x) => x.second === i && x.ios >= least);
+        return s ? `${(s.p99Us / 1000).toFixed(1)} (${Math.round(s.tailShare * 100)}%)` : '';
+      });
+      out.push(`| ${name} | ${(mid.p99Us / 1000).toFixed(2)} ms | ${cells.join(' | ')} |`);
+    }
+  }
+  return out;
+}
+
+/**
  * The markdown report.
  * @param {any} r the results object written to serve.json
  */
@@ -99,6 +148,7 @@ export function markdown(r) {
       );
     }
   }
+  out.push(...bySecondTables(r));
   if (r.memory.length > 0) {
     const peak = {};
     for (const m of r.memory) peak[m.server] = Math.max(peak[m.server] ?? 0, m.peakRssBytes);

@@ -34,7 +34,7 @@ import {
   verifyWrites,
   wholeNumber,
 } from '../nfs/common.mjs';
-import { timedArgs } from '../nfs/fio.mjs';
+import { latencyBySecond, timedArgs } from '../nfs/fio.mjs';
 import { DEFAULT_CONGESTION_CONTROL, openNamespace } from '../nfs/namespace.mjs';
 import { startGanesha } from '../nfs/servers.mjs';
 import { backUp, checkBuilt, startServe } from './ivmr.mjs';
@@ -317,6 +317,12 @@ async function main() {
           const s = servers.get(name);
           s.assertRunning();
           const others = [...servers.values()].filter((o) => o !== s);
+          // A job with a latency target logs every I/O's latency, to show when its tail happened.
+          const latLog = TARGETS.some(
+            (t) => t.kind === 'p99Us' && t.job === job.id && t.temp === temp,
+          )
+            ? join(tmp, 'latency')
+            : undefined;
           const args = timedArgs(job, {
             ...options,
             // Cold sequential: one pass at most, so that every byte read is a first read.
@@ -324,6 +330,7 @@ async function main() {
             url: s.exportUrl,
             fileName: fileOf(name, job.file),
             size: options.size,
+            latLog,
           });
           const attempts = await timedRunRetrying(
             { ns, fio: tools.fio, args, job, server: s, others, deadlineMs },
@@ -337,6 +344,11 @@ async function main() {
           const base = { job: job.id, temp, server: name, round };
           for (const r of attempts.slice(0, -1)) runs.push({ ...base, ...r });
           const entry = { ...base, ...attempts.at(-1) };
+          if (latLog) {
+            if (!entry.hung && !entry.error) entry.bySecond = latencyBySecond(`${latLog}_clat.log`);
+            for (const kind of ['lat', 'clat', 'slat'])
+              await rm(`${latLog}_${kind}.log`, { force: true });
+          }
           runs.push(entry);
           if (job.file === 'write' && name !== 'ganesha') dirty.add(name);
           if (entry.hung || entry.error) {
