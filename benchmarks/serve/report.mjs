@@ -30,6 +30,32 @@ function headline(job, x) {
 }
 
 /**
+ * For each target against ganesha warm (the cold sequential read): the most that job could do
+ * on this machine at the CPU it cost per I/O in this run (the server's, fio's and the other
+ * processes'), with every core doing nothing else. A target above that ceiling needs less CPU
+ * per byte, not a better pipeline.
+ * @param {any} r the results object
+ * @returns {string[]}
+ */
+function cpuCeilings(r) {
+  const out = [];
+  for (const t of r.targets.filter((x) => x.kind === 'ratioToWarm')) {
+    const job = r.jobs.find((j) => j.id === t.job && j.temp === t.temp);
+    const x = job?.servers[t.server];
+    const warm = r.jobs.find((j) => j.id === t.job && j.temp === 'warm')?.servers.ganesha;
+    if (!x || x.error || x.hung || !warm || warm.error || warm.hung) continue;
+    const us = (c) => (c / x.iops) * 1e6;
+    const perIo = us(x.serverCores) + us(x.fioCores) + us(x.othersCores ?? 0);
+    const ceiling = (r.cpu.count / perIo) * 1e6;
+    out.push(
+      '',
+      `CPU ceiling of "${t.title}", ${t.store}: per I/O the server used ${num(us(x.serverCores))} µs of CPU, fio ${num(us(x.fioCores))} µs and other processes ${num(us(x.othersCores ?? 0))} µs; all ${r.cpu.count} cores doing only that would give ${num((ceiling * job.bs) / 1e6)} MB/s, ${(ceiling / warm.iops).toFixed(2)}× ganesha warm (target ${t.value}×).`,
+    );
+  }
+  return out;
+}
+
+/**
  * For each job with a latency target: each server's round with the median p99, second by
  * second (fio's per-I/O latency log): the p99 of the I/Os that completed in that second and the
  * share of the round's slowest 1% among them, so a reader sees whether the tail is spread over
@@ -57,7 +83,14 @@ function bySecondTables(r) {
       rows.push({ name, mid });
     }
     if (rows.length === 0) continue;
-    const cols = Array.from({ length: width }, (_, i) => i);
+    // A second with under 1% of its round's I/Os (the run's last moments) says nothing.
+    const shown = (/** @type {any} */ mid, /** @type {number} */ i) => {
+      const least = 0.01 * mid.bySecond.reduce((a, x) => a + x.ios, 0);
+      return mid.bySecond.find((x) => x.second === i && x.ios >= least);
+    };
+    const cols = Array.from({ length: width }, (_, i) => i).filter((i) =>
+      rows.some((row) => shown(row.mid, i)),
+    );
     out.push(
       '',
       `${job.title}, ${temp}, second by second (each server's round with the median p99): the p99 of the I/Os completed in that second in ms, and in brackets the share of the round's slowest 1% that fell in it.`,
@@ -66,10 +99,8 @@ function bySecondTables(r) {
       `| --- | ---: | ${cols.map(() => '---:').join(' | ')} |`,
     );
     for (const { name, mid } of rows) {
-      // A second with under 1% of the round's I/Os (the run's last moments) says nothing.
-      const least = 0.01 * mid.bySecond.reduce((a, x) => a + x.ios, 0);
       const cells = cols.map((i) => {
-        const s = mid.bySecond.find((x) => x.second === i && x.ios >= least);
+        const s = shown(mid, i);
         return s ? `${(s.p99Us / 1000).toFixed(1)} (${Math.round(s.tailShare * 100)}%)` : '';
       });
       out.push(`| ${name} | ${(mid.p99Us / 1000).toFixed(2)} ms | ${cells.join(' | ')} |`);
@@ -110,7 +141,7 @@ export function markdown(r) {
         `| ${t.title} | ${t.store} | ${fmt(t.measured)} | ${sense} ${fmt(t.value)} | ${met} |`,
       );
     }
-    out.push('');
+    out.push(...cpuCeilings(r), '');
   }
   out.push(
     `| Job | Temp | ${names.join(' | ')} | ${ivmrs.map((n) => `${n} ÷ ganesha`).join(' | ')} | Rounds (÷) |`,
