@@ -6,6 +6,7 @@ import { expectSettlesAfterItsParts, Hold } from '../../../scripts/testing/settl
 import { noSpaceError } from '../src/errors.js';
 import { type WritableBlockSource, WriteOverlay } from '../src/index.js';
 import { expectBytes } from './support/bytes.js';
+import { countingFs } from './support/counting-fs.js';
 import { CrashFs } from './support/crash-fs.js';
 import { randomBytesFrom } from './support/prng.js';
 import { ReadOnlyBase } from './support/read-only-base.js';
@@ -393,5 +394,52 @@ describe('WriteOverlay durability machinery', () => {
     const got = await ov.read(1000, 3000);
     expect(got.every((x) => x === got[0]) && (got[0] === 0xaa || got[0] === 0xbb)).toBe(true);
     await ov.close();
+  });
+});
+
+describe('WriteOverlay synchronous reads of recent slots', () => {
+  it('reads back grains written or read lately at once (readNow), others through the pool', async () => {
+    const dir = await tempDir();
+    const base = baseOf(256 * KiB);
+    const { fs, calls } = countingFs();
+    const opts = { dir, grainSize: 4 * KiB, fs };
+    const ov = await WriteOverlay.open(base, opts);
+    const data = randomBytesFrom(3, 64 * KiB);
+    await ov.write(16 * KiB, data);
+    await ov.flush();
+    calls.read = 0;
+    calls.readNow = 0;
+    // Just written: read back at once, in part and across grains, with the right bytes.
+    expectBytes(await ov.read(16 * KiB + 100, 5000), data.subarray(100, 5100));
+    expectBytes(await ov.read(16 * KiB, 64 * KiB), data);
+    expect(calls).toEqual({ read: 0, readNow: 2 });
+    // A read that also covers unwritten grains takes those from the base.
+    const model = await base.read(0, 256 * KiB);
+    model.set(data, 16 * KiB);
+    expectBytes(await ov.read(0, 128 * KiB), model.subarray(0, 128 * KiB));
+    expect(calls).toEqual({ read: 0, readNow: 3 });
+    await ov.close();
+
+    // After a reopen nothing is recent: the first read of a slot goes through the pool, the
+    // next one within the window is done at once. A partial first read makes no slot recent.
+    const again = await WriteOverlay.open(base, opts);
+    calls.read = 0;
+    calls.readNow = 0;
+    expectBytes(await again.read(20 * KiB + 1, 100), data.subarray(4 * KiB + 1, 4 * KiB + 101));
+    expectBytes(await again.read(20 * KiB + 1, 100), data.subarray(4 * KiB + 1, 4 * KiB + 101));
+    expect(calls).toEqual({ read: 2, readNow: 0 });
+    expectBytes(await again.read(20 * KiB, 8 * KiB), data.subarray(4 * KiB, 12 * KiB));
+    expectBytes(await again.read(24 * KiB + 7, 100), data.subarray(8 * KiB + 7, 8 * KiB + 107));
+    expect(calls).toEqual({ read: 3, readNow: 1 });
+    await again.close();
+
+    // A window of 0 sends every read through the pool.
+    const off = await WriteOverlay.open(base, { ...opts, syncReadWindowMs: 0 });
+    calls.read = 0;
+    calls.readNow = 0;
+    await off.write(0, randomBytesFrom(4, 4 * KiB));
+    for (let i = 0; i < 3; i++) await off.read(0, 4 * KiB);
+    expect(calls).toEqual({ read: 3, readNow: 0 });
+    await off.close();
   });
 });

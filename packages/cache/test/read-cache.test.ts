@@ -14,6 +14,7 @@ import {
 } from '../src/index.js';
 import { dataStart } from '../src/read-cache/cache-file-format.js';
 import { expectBytes } from './support/bytes.js';
+import { countingFs } from './support/counting-fs.js';
 import { CrashFs } from './support/crash-fs.js';
 import { randomBytesFrom } from './support/prng.js';
 import { ReadOnlyBase } from './support/read-only-base.js';
@@ -927,30 +928,8 @@ describe('ReadCache synchronous reads of hot slots', () => {
     const dir = await tempDir();
     const bytes = randomBytesFrom(12, 1 * MiB);
     const base = new ReadOnlyBase(bytes);
-    const calls = { read: 0, readNow: 0 };
     // The real file system, counting which read each hit takes.
-    const counting: CacheFileSystem = {
-      ...nodeFileSystem,
-      open: async (path, flags) => {
-        const file = await nodeFileSystem.open(path, flags);
-        return {
-          ...file,
-          read: (into, position) => {
-            calls.read++;
-            return file.read(into, position);
-          },
-          readNow: (into, position) => {
-            calls.readNow++;
-            return file.readNow!(into, position);
-          },
-          write: (data, position) => file.write(data, position),
-          sync: () => file.sync(),
-          truncate: (size) => file.truncate(size),
-          size: () => file.size(),
-          close: () => file.close(),
-        };
-      },
-    };
+    const { fs: counting, calls } = countingFs();
     const opts = { path: join(dir, 'c.rcache'), blockSize: 64 * KiB, readAhead: 0, fs: counting };
     const cache = await ReadCache.open(base, opts);
     for (let b = 0; b < 4; b++) await cache.read(b * 64 * KiB, 64 * KiB);

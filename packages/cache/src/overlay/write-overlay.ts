@@ -11,6 +11,7 @@ import { closedError, formatError, noSpaceError, readOnlyError } from '../errors
 import type { CacheFile, CacheFileSystem } from '../fs/cache-file-system.js';
 import { nodeFileSystem } from '../fs/node-file-system.js';
 import { RangeLocks } from '../util/range-locks.js';
+import { RecentSlots } from '../util/recent-slots.js';
 import { RwGate } from '../util/rw-gate.js';
 import type { WritableBlockSource } from '../writable-block-source.js';
 import { commitBytes, encodeCommit } from './commit-record.js';
@@ -54,6 +55,13 @@ export interface WriteOverlayOptions {
    * journal); at least twice the last checkpoint's size. Default 16 MiB.
    */
   checkpointAfterBytes?: number;
+  /**
+   * A read of slots written or read within this many milliseconds is done at once on the
+   * calling thread (`CacheFile.readNow`, when the file layer has it): their pages are in the
+   * page cache, and the thread-pool round trip of an asynchronous read is most of the cost of
+   * reading back what the VM wrote. 0 sends every read through the thread pool. Default 30000.
+   */
+  syncReadWindowMs?: number;
   /** File layer (tests inject faults with it). Default: the real file system. */
   fs?: CacheFileSystem;
 }
@@ -114,6 +122,7 @@ export interface OverlayStats {
 const MIN_GRAIN = 512;
 const MAX_GRAIN = 1 << 20;
 const DEFAULT_CHECKPOINT_AFTER = 16 << 20;
+const DEFAULT_SYNC_READ_WINDOW_MS = 30_000;
 /** Extra journal room the reclaim hook is asked for on top of a write's data. */
 const RECLAIM_SLACK = 1 << 20;
 
@@ -154,6 +163,8 @@ export class WriteOverlay implements WritableBlockSource {
   readonly #dirty = new SparseGrainMap();
   readonly #slots: SlotAllocator;
   readonly #data: CacheFile | undefined;
+  /** Slots of the data file written or read lately (see `syncReadWindowMs`). */
+  readonly #recent: RecentSlots | undefined;
   readonly #meta: MetadataFile | undefined;
   readonly #gate = new RwGate();
   readonly #locks = new RangeLocks();
@@ -190,6 +201,7 @@ export class WriteOverlay implements WritableBlockSource {
     dataPath: string | undefined;
     reclaim: ((bytes: number) => Promise<number>) | undefined;
     checkpointAfter: number;
+    syncReadWindowMs: number;
     table: GrainTable;
     slots: SlotAllocator;
     data: CacheFile | undefined;
@@ -211,6 +223,10 @@ export class WriteOverlay implements WritableBlockSource {
     this.#table = init.table;
     this.#slots = init.slots;
     this.#data = init.data;
+    this.#recent =
+      init.data?.readNow !== undefined && init.syncReadWindowMs > 0
+        ? new RecentSlots(init.syncReadWindowMs)
+        : undefined;
     this.#meta = init.meta;
     this.#size = init.size;
     this.#baseLimit = init.baseLimit;
@@ -254,6 +270,7 @@ export class WriteOverlay implements WritableBlockSource {
       mode,
       reclaim: options.reclaimSpace,
       checkpointAfter: options.checkpointAfterBytes ?? DEFAULT_CHECKPOINT_AFTER,
+      syncReadWindowMs: options.syncReadWindowMs ?? DEFAULT_SYNC_READ_WINDOW_MS,
       table,
     };
 
@@ -732,9 +749,31 @@ export class WriteOverlay implements WritableBlockSource {
     if (n < out.length) out.fill(0, n);
   }
 
+  /**
+   * Bytes of the data file at `position`: at once when every slot they lie in was written or
+   * read lately, else through the thread pool (a full read then makes its whole slots recent).
+   */
   async #readSlot(position: number, out: Uint8Array): Promise<void> {
-    const n = await this.#data!.read(out, position);
+    const g = this.#grain;
+    const first = Math.floor(position / g);
+    const count = Math.floor((position + out.length - 1) / g) - first + 1;
+    let n: number;
+    if (this.#recent?.has(first, count)) {
+      n = this.#data!.readNow!(out, position);
+    } else {
+      n = await this.#data!.read(out, position);
+      if (n === out.length) this.#markWhole(position, n);
+    }
     if (n < out.length) out.fill(0, n);
+  }
+
+  /** Marks the slots wholly inside `[position, position + length)` of the data file recent. */
+  #markWhole(position: number, length: number): void {
+    if (this.#recent === undefined) return;
+    const g = this.#grain;
+    const first = Math.ceil(position / g);
+    const end = Math.floor((position + length) / g);
+    this.#recent.mark(first, end - first);
   }
 
   /** The whole content of grain `g` (value `v`) into `out` (one grain long). */
@@ -835,7 +874,8 @@ export class WriteOverlay implements WritableBlockSource {
         j++;
       }
       const bytes = new Uint8Array(head.buffer, head.byteOffset, len);
-      writes.push(this.#data!.write(bytes, plans[i]!.pos));
+      const pos = plans[i]!.pos;
+      writes.push(this.#data!.write(bytes, pos).then(() => this.#markWhole(pos, len)));
       i = j;
     }
     // Every write settles before a failure is reported: the caller then frees the fresh slots
