@@ -5,7 +5,7 @@ import { numRuns } from './support/fc.js';
 
 describe('RecentSlots', () => {
   it('keeps a mark for at least half the window and at most the whole window', () => {
-    let now = 1000;
+    let now = 0;
     const recent = new RecentSlots(30_000, () => now);
     expect(recent.has(5)).toBe(false);
     recent.mark(5);
@@ -16,21 +16,35 @@ describe('RecentSlots', () => {
     expect(recent.has(99, 2)).toBe(false);
     expect(recent.has(4, 2)).toBe(false);
     expect(recent.has(10_000)).toBe(false);
-    now += 14_999;
+    now = 14_999;
     expect(recent.has(5)).toBe(true);
-    // A new generation starts; the marks are still recent, in the previous one.
-    now += 2;
+    // The clock's next half window: a new generation; the marks are still recent, in the
+    // previous one.
+    now = 15_001;
     expect(recent.has(100, 3)).toBe(true);
     recent.mark(7);
     // Another half window: the first marks' generation goes, the later one stays.
-    now += 15_000;
+    now = 30_001;
     expect(recent.has(5)).toBe(false);
     expect(recent.has(7)).toBe(true);
     // A whole window with nothing: everything goes, the newest generation's marks too.
     recent.mark(9);
-    now += 30_000;
+    now = 60_001;
     expect(recent.has(7)).toBe(false);
     expect(recent.has(9)).toBe(false);
+  });
+
+  it('forgets a mark a window old even when the clock was last read late in a half window', () => {
+    // CI found this: the mark at 0 and a read at 999 (window 1000). Had generations begun at
+    // the reads rather than at fixed half windows, the one begun at 999 would still hold the
+    // mark at 1498, half a window past the whole window.
+    let now = 0;
+    const recent = new RecentSlots(1000, () => now);
+    recent.mark(0);
+    now = 999;
+    expect(recent.has(0)).toBe(true);
+    now = 1498;
+    expect(recent.has(0)).toBe(false);
   });
 
   it('agrees with a model of when each slot was last marked (property)', () => {

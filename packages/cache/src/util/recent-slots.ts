@@ -2,15 +2,17 @@
  * Which slots of a file were written or read lately, so that reads of them can skip the thread
  * pool (`CacheFile.readNow`): their pages are in the page cache.
  *
- * One bit per slot in each of two generations of half the window each: memory stays a bit per
- * slot however many accesses there are, and nothing runs on a timer. A slot marked within the
- * last half window is always recent; one marked up to a whole window ago may still be; one
- * marked longer ago never is.
+ * One bit per slot in each of two generations: memory stays a bit per slot however many
+ * accesses there are, and nothing runs on a timer. Generations are fixed spans of the clock,
+ * half a window each (the current one and the one before), so a slot marked within the last
+ * half window is always recent, one marked up to a whole window ago may still be, and one
+ * marked longer ago never is, however long the clock went unread.
  */
 export class RecentSlots {
   #current = new Uint8Array(0);
   #previous = new Uint8Array(0);
-  #since: number;
+  /** Which half window of the clock the current generation is. */
+  #generation: number;
   readonly #half: number;
   readonly #now: () => number;
 
@@ -18,7 +20,7 @@ export class RecentSlots {
   constructor(windowMs: number, now: () => number = () => performance.now()) {
     this.#half = windowMs / 2;
     this.#now = now;
-    this.#since = now();
+    this.#generation = Math.floor(now() / this.#half);
   }
 
   /** Marks slots `first..first + count - 1` as used now. */
@@ -45,19 +47,22 @@ export class RecentSlots {
     return true;
   }
 
-  /** Starts a new generation each half window; after a whole window unused, forgets both. */
+  /**
+   * Moves to the clock's half window: the next one makes the current generation the previous;
+   * any later one forgets both.
+   */
   #rotate(): void {
-    const now = this.#now();
-    const age = now - this.#since;
-    if (age < this.#half) return;
-    if (age >= 2 * this.#half) {
-      this.#previous.fill(0);
-    } else {
+    const generation = Math.floor(this.#now() / this.#half);
+    const passed = generation - this.#generation;
+    if (passed <= 0) return;
+    if (passed === 1) {
       const old = this.#previous;
       this.#previous = this.#current;
       this.#current = old;
+    } else {
+      this.#previous.fill(0);
     }
     this.#current.fill(0);
-    this.#since = now;
+    this.#generation = generation;
   }
 }
