@@ -34,6 +34,18 @@ describe('RecentSlots', () => {
     expect(recent.has(9)).toBe(false);
   });
 
+  it('forget takes back marks of both generations, and nothing else', () => {
+    let now = 0;
+    const recent = new RecentSlots(1000, () => now);
+    recent.mark(3, 3);
+    now = 600;
+    recent.mark(20);
+    recent.forget(4);
+    recent.forget(20);
+    recent.forget(5000);
+    expect([3, 4, 5, 20].map((s) => recent.has(s))).toEqual([true, false, true, false]);
+  });
+
   it('forgets a mark a window old even when the clock was last read late in a half window', () => {
     // CI found this: the mark at 0 and a read at 999 (window 1000). Had generations begun at
     // the reads rather than at fixed half windows, the one begun at 999 would still hold the

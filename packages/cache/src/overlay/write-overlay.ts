@@ -56,10 +56,12 @@ export interface WriteOverlayOptions {
    */
   checkpointAfterBytes?: number;
   /**
-   * A read of slots written or read within this many milliseconds is done at once on the
-   * calling thread (`CacheFile.readNow`, when the file layer has it): their pages are in the
-   * page cache, and the thread-pool round trip of an asynchronous read is most of the cost of
-   * reading back what the VM wrote. 0 sends every read through the thread pool. Default 30000.
+   * A read of slots written or read lately is done at once on the calling thread
+   * (`CacheFile.readNow`, when the file layer has it): their pages are in the page cache, and the
+   * thread-pool round trip of an asynchronous read is most of the cost of reading back what the
+   * VM wrote. Lately: within the last half of this many milliseconds always, never longer ago
+   * than all of it (as the read cache's option). 0 sends every read through the thread pool.
+   * Default 30000.
    */
   syncReadWindowMs?: number;
   /** File layer (tests inject faults with it). Default: the real file system. */
@@ -751,20 +753,17 @@ export class WriteOverlay implements WritableBlockSource {
 
   /**
    * Bytes of the data file at `position`: at once when every slot they lie in was written or
-   * read lately, else through the thread pool (a full read then makes its whole slots recent).
+   * read lately, else through the thread pool. A full read makes its whole slots recent.
    */
   async #readSlot(position: number, out: Uint8Array): Promise<void> {
     const g = this.#grain;
     const first = Math.floor(position / g);
     const count = Math.floor((position + out.length - 1) / g) - first + 1;
-    let n: number;
-    if (this.#recent?.has(first, count)) {
-      n = this.#data!.readNow!(out, position);
-    } else {
-      n = await this.#data!.read(out, position);
-      if (n === out.length) this.#markWhole(position, n);
-    }
-    if (n < out.length) out.fill(0, n);
+    const n = this.#recent?.has(first, count)
+      ? this.#data!.readNow!(out, position)
+      : await this.#data!.read(out, position);
+    if (n === out.length) this.#markWhole(position, n);
+    else out.fill(0, n);
   }
 
   /** Marks the slots wholly inside `[position, position + length)` of the data file recent. */
@@ -875,7 +874,8 @@ export class WriteOverlay implements WritableBlockSource {
       }
       const bytes = new Uint8Array(head.buffer, head.byteOffset, len);
       const pos = plans[i]!.pos;
-      writes.push(this.#data!.write(bytes, pos).then(() => this.#markWhole(pos, len)));
+      const write = this.#data!.write(bytes, pos);
+      writes.push(this.#recent ? write.then(() => this.#markWhole(pos, len)) : write);
       i = j;
     }
     // Every write settles before a failure is reported: the caller then frees the fresh slots

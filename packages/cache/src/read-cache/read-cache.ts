@@ -11,6 +11,7 @@ import { closedError } from '../errors.js';
 import type { CacheFile, CacheFileSystem, StatFs } from '../fs/cache-file-system.js';
 import { nodeFileSystem } from '../fs/node-file-system.js';
 import { blockChecksum } from '../util/binary.js';
+import { RecentSlots } from '../util/recent-slots.js';
 import { SingleFlight } from '../util/single-flight.js';
 import {
   type CacheHeader,
@@ -43,10 +44,11 @@ export interface ReadCacheOptions extends FloorOptions {
   /** Keep a block that was hit since the ring last passed it for one more round. Default true. */
   secondChance?: boolean;
   /**
-   * A hit on a slot stored or read within this many milliseconds is read at once on the calling
-   * thread (`CacheFile.readNow`, when the file layer has it): its pages are in the page cache, and
-   * the thread-pool round trip of an asynchronous read is most of a warm hit's cost. 0 sends every
-   * read through the thread pool. Default 30000.
+   * A hit on a slot stored or read lately is read at once on the calling thread
+   * (`CacheFile.readNow`, when the file layer has it): its pages are in the page cache, and the
+   * thread-pool round trip of an asynchronous read is most of a warm hit's cost. Lately: within
+   * the last half of this many milliseconds always, never longer ago than all of it. 0 sends
+   * every read through the thread pool. Default 30000.
    */
   syncReadWindowMs?: number;
   /** Blocks read ahead of a sequential stream; 0 turns read-ahead off. Default 32. */
@@ -213,9 +215,8 @@ export class ReadCache implements BlockSource {
   readonly #verified: Uint8Array;
   readonly #ref: Uint8Array;
   readonly #pins: Int32Array;
-  /** When each slot was last stored or read (`performance.now()`), for {@link #isHot}. */
-  readonly #touched: Float64Array;
-  readonly #syncReadWindowMs: number;
+  /** Slots stored or read lately, read at once (see `syncReadWindowMs`); none without readNow. */
+  readonly #recent: RecentSlots | undefined;
   #unpinWaiters: (() => void)[] = [];
   #seq: number;
   #head: number;
@@ -285,8 +286,8 @@ export class ReadCache implements BlockSource {
     this.#verified = new Uint8Array(n);
     this.#ref = new Uint8Array(n);
     this.#pins = new Int32Array(n);
-    this.#touched = new Float64Array(n).fill(Number.NEGATIVE_INFINITY);
-    this.#syncReadWindowMs = options.syncReadWindowMs ?? 30_000;
+    const window = options.syncReadWindowMs ?? 30_000;
+    this.#recent = file.readNow !== undefined && window > 0 ? new RecentSlots(window) : undefined;
     this.#seq = 0;
     this.#head = 0;
     this.#fileSlots = 0;
@@ -709,7 +710,7 @@ export class ReadCache implements BlockSource {
       return false;
     }
     this.#verified[s] = 1;
-    this.#touched[s] = performance.now();
+    this.#recent?.mark(s);
     dst.set(block.subarray(inBlock, inBlock + dst.length));
     return true;
   }
@@ -719,17 +720,11 @@ export class ReadCache implements BlockSource {
    * they are all hot, else through the thread pool. A full read makes them hot.
    */
   async #readSlots(s: number, n: number, into: Uint8Array, at: number): Promise<number> {
-    const got = this.#isHot(s, n) ? this.#file.readNow!(into, at) : await this.#file.read(into, at);
-    if (got === into.length) this.#touched.fill(performance.now(), s, s + n);
+    const got = this.#recent?.has(s, n)
+      ? this.#file.readNow!(into, at)
+      : await this.#file.read(into, at);
+    if (got === into.length) this.#recent?.mark(s, n);
     return got;
-  }
-
-  /** True when slots `s..s + n - 1` were all stored or read lately and can be read at once. */
-  #isHot(s: number, n: number): boolean {
-    if (this.#file.readNow === undefined || this.#syncReadWindowMs <= 0) return false;
-    const since = performance.now() - this.#syncReadWindowMs;
-    for (let i = s; i < s + n; i++) if (this.#touched[i]! < since) return false;
-    return true;
   }
 
   #isZero(b: number): boolean {
@@ -832,7 +827,7 @@ export class ReadCache implements BlockSource {
       this.#slotCrc[s] = crc;
       this.#verified[s] = 1;
       this.#ref[s] = 0;
-      this.#touched[s] = performance.now();
+      this.#recent?.mark(s);
       this.#index.set(b, s);
       this.#cachedBytes += buf.length;
     } catch (err) {
@@ -975,7 +970,7 @@ export class ReadCache implements BlockSource {
     this.#slotBlock[s] = -1;
     this.#verified[s] = 0;
     this.#ref[s] = 0;
-    this.#touched[s] = Number.NEGATIVE_INFINITY;
+    this.#recent?.forget(s);
   }
 
   #unpin(s: number): void {

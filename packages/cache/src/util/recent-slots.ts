@@ -36,6 +36,15 @@ export class RecentSlots {
     for (let s = first; s < first + count; s++) this.#current[s >> 3]! |= 1 << (s & 7);
   }
 
+  /** Takes back the marks of slots `first..first + count - 1` (their pages are gone). */
+  forget(first: number, count = 1): void {
+    for (let s = first; s < first + count; s++) {
+      const keep = ~(1 << (s & 7));
+      if (s >> 3 < this.#current.length) this.#current[s >> 3]! &= keep;
+      if (s >> 3 < this.#previous.length) this.#previous[s >> 3]! &= keep;
+    }
+  }
+
   /** True when each of slots `first..first + count - 1` was marked lately. */
   has(first: number, count = 1): boolean {
     this.#rotate();

@@ -29,9 +29,9 @@ const GLUE_MAX_BYTES = 64 * 1024;
  * each reply as one record. Small replies (16 KiB or less) finished in the same turn of the event
  * loop share one socket write, up to 64 KiB of them: a write per reply was a fifth of the
  * serving thread's time under many small calls. A reply with no other call of its connection in
- * flight goes out at once (waiting for the turn's end cost a QD1 client a fifth of its IOPS). A large reply always goes out with a write of
- * its own (header and data corked together), never glued to others: libnfs was seen to hang on
- * several large READ replies in one write. A connection that sends an oversized or undecodable
+ * flight goes out at once (waiting for the turn's end cost a QD1 client a fifth of its IOPS). A
+ * large reply always goes out with a write of its own (header and data corked together), never
+ * glued to others: libnfs was seen to hang on several large READ replies in one write. A connection that sends an oversized or undecodable
  * record is closed; others are untouched.
  */
 export class RpcTcpServer {
