@@ -250,7 +250,11 @@ export async function timedRunRetrying(o, onHang) {
  */
 export async function timedRun(o) {
   const before = cpuSnapshot(o.server, o.others);
-  const run = await runFio(() => o.ns.spawn([o.fio, ...o.args], FIO_SPAWN), o.deadlineMs);
+  const run = await runFio(
+    () => o.ns.spawn([o.fio, ...o.args], FIO_SPAWN),
+    o.deadlineMs,
+    () => socketsOf(o.ns),
+  );
   const after = cpuSnapshot(o.server, o.others);
   const f = run.hung ? { error: 'hung' } : figures(run, o.job);
   const serverCpu = after.server - before.server;
@@ -261,6 +265,7 @@ export async function timedRun(o) {
     hung: run.hung,
     ...f,
     stderrTail: run.hung || f.error ? lastLine(run.stderr) : undefined,
+    socketsAtDeadline: run.atDeadline,
     wallSeconds: run.wallSeconds,
     serverCpuSeconds: serverCpu,
     fioCpuSecondsTotal: fioCpu,
@@ -296,10 +301,15 @@ export function serverStats(runs) {
 
 /**
  * fio's own write-then-verify in the shapes of the timed jobs (VERIFY_JOBS) on `fileName` of
- * `server`'s export; each result goes into `checks`. Throws at the first failure.
+ * `server`'s export; each result goes into `checks`. Throws at the first failure. A pass that
+ * hangs is killed and run once more, as a timed run is (libnfs 4.0 hangs now and then: README,
+ * "Client hangs"); `onHang` gets each hung attempt first, with fio's last lines and the
+ * namespace's TCP sockets as they were at the deadline, and the check keeps them (`hung`). Bytes
+ * are never taken on trust: the pass after a hung write writes every block again, and only a
+ * read pass that finishes counts.
  * @param {{ ns: import('./namespace.mjs').Namespace, fio: string,
  *   server: { name: string, exportUrl: string }, fileName: string, checks: any[],
- *   log: (msg: string) => void }} o
+ *   log: (msg: string) => void, onHang?: (hung: HungPass) => void, deadlineMs?: number }} o
  */
 export async function verifyWrites(o) {
   for (const v of VERIFY_JOBS) {
@@ -307,15 +317,80 @@ export async function verifyWrites(o) {
       `${o.server.name}: fio ${v.id} (write ${v.size / MiB} MiB, read back, crc32c of each block)`,
     );
     const args = verifyArgs(v, { url: o.server.exportUrl, fileName: o.fileName });
+    /** @type {HungPass[]} */
+    const hung = [];
     let error = null;
     for (const dir of /** @type {const} */ (['write', 'read'])) {
-      const run = await runFio(() => o.ns.spawn([o.fio, ...args[dir]], FIO_SPAWN), 120_000);
-      error = verifyResult(run, dir, v);
+      for (let attempt = 1; attempt <= 2; attempt++) {
+        const run = await runFio(
+          () => o.ns.spawn([o.fio, ...args[dir]], FIO_SPAWN),
+          o.deadlineMs ?? 120_000,
+          () => socketsOf(o.ns),
+        );
+        error = verifyResult(run, dir, v);
+        if (!run.hung) break;
+        const h = {
+          job: v.id,
+          dir,
+          attempt,
+          wallSeconds: run.wallSeconds,
+          stderr: lastLinesOf(run.stderr, 5),
+          sockets: run.atDeadline ?? '',
+        };
+        hung.push(h);
+        o.onHang?.(h);
+      }
       if (error !== null) break;
     }
-    o.checks.push({ server: o.server.name, what: `fio ${v.id}`, ok: error === null, error });
+    o.checks.push({
+      server: o.server.name,
+      what: `fio ${v.id}`,
+      ok: error === null,
+      error,
+      ...(hung.length > 0 ? { hung } : {}),
+    });
     if (error !== null) throw new Error(`${o.server.name}: fio ${v.id} failed: ${error}`);
   }
+}
+
+/**
+ * @typedef {object} HungPass
+ * @property {string} job
+ * @property {'write' | 'read'} dir
+ * @property {number} attempt
+ * @property {number} wallSeconds
+ * @property {string} stderr fio's last lines
+ * @property {string} sockets `ss -tnoi` in the namespace at the deadline
+ */
+
+/**
+ * The namespace's TCP sockets with their queues and timers (`ss -tnoi`), for a hang's report:
+ * a reply the server still holds, or one the client never read, shows as a Send-Q or Recv-Q.
+ * @param {import('./namespace.mjs').Namespace} ns
+ */
+export function socketsOf(ns) {
+  const [cmd, ...args] = ns.argv(['ss', '-tnoi']);
+  const r = spawnSync(cmd, args, { encoding: 'utf8', timeout: 5000 });
+  return r.status === 0 ? r.stdout.trim() : `(ss failed: ${r.stderr?.trim() || r.error})`;
+}
+
+/**
+ * A hung pass for the progress log: what hung, fio's last lines and the sockets at the deadline.
+ * @param {string} server
+ * @param {HungPass} h
+ */
+export function describeHungPass(server, h) {
+  const indent = (/** @type {string} */ t) => (t || '(nothing)').replace(/^/gm, '    ');
+  return [
+    `${server}: fio ${h.job}, ${h.dir} pass (attempt ${h.attempt}): HUNG, killed after ${h.wallSeconds.toFixed(0)} s${h.attempt < 2 ? '; again' : ''}`,
+    `  fio's last lines:\n${indent(h.stderr)}`,
+    `  TCP sockets in the namespace at the deadline (ss -tnoi):\n${indent(h.sockets)}`,
+  ].join('\n');
+}
+
+/** @param {string} text @param {number} n */
+function lastLinesOf(text, n) {
+  return text.trim().split('\n').slice(-n).join('\n');
 }
 
 /**

@@ -191,6 +191,7 @@ export function verifyArgs(job, o) {
  * @property {any} json fio's JSON output, when it finished
  * @property {string} stderr the tail of fio's stderr
  * @property {number | null} exitCode
+ * @property {string} [atDeadline] what `atDeadline` returned, for a run that hung
  */
 
 /** Spawn options for fio: its own process group, so that a deadline kills its job processes too. */
@@ -201,12 +202,15 @@ export const FIO_SPAWN = /** @type {const} */ ({
 
 /**
  * Runs fio (spawned by `spawnFio`, with {@link FIO_SPAWN}) and kills it when it is not done
- * within `deadlineMs`: a libnfs client that hangs must not hang the benchmark.
+ * within `deadlineMs`: a libnfs client that hangs must not hang the benchmark. `atDeadline` is
+ * called just before the kill, while the hung connection is still open (a snapshot of the
+ * sockets, for the report).
  * @param {() => import('node:child_process').ChildProcess} spawnFio
  * @param {number} deadlineMs
+ * @param {() => string} [atDeadline]
  * @returns {Promise<FioRun>}
  */
-export async function runFio(spawnFio, deadlineMs) {
+export async function runFio(spawnFio, deadlineMs, atDeadline) {
   const started = performance.now();
   const proc = spawnFio();
   let stdout = '';
@@ -218,10 +222,17 @@ export async function runFio(spawnFio, deadlineMs) {
     stderr = (stderr + d).slice(-16384);
   });
   let hung = false;
+  /** @type {string | undefined} */
+  let snapshot;
   /** @type {NodeJS.Timeout | undefined} */
   let orphanTimer;
   const timer = setTimeout(() => {
     hung = true;
+    try {
+      snapshot = atDeadline?.();
+    } catch (err) {
+      snapshot = `(no snapshot: ${err})`;
+    }
     // fio forks a process per job, which holds the pipes open: kill the whole group.
     try {
       if (proc.pid !== undefined) process.kill(-proc.pid, 'SIGKILL');
@@ -252,7 +263,7 @@ export async function runFio(spawnFio, deadlineMs) {
       json = null;
     }
   }
-  return { hung, wallSeconds, json, stderr, exitCode };
+  return { hung, wallSeconds, json, stderr, exitCode, atDeadline: snapshot };
 }
 
 /**

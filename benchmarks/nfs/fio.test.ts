@@ -10,7 +10,8 @@ interface FioModule {
   runFio(
     spawnFio: () => ChildProcess,
     deadlineMs: number,
-  ): Promise<{ hung: boolean; json: unknown }>;
+    atDeadline?: () => string,
+  ): Promise<{ hung: boolean; json: unknown; atDeadline?: string }>;
 }
 interface Second {
   second: number;
@@ -32,6 +33,33 @@ describe('runFio deadline', () => {
     const run = await runFio(() => spawn('sh', ['-c', 'sleep 60 & sleep 60'], FIO_SPAWN), 300);
     expect(run.hung).toBe(true);
     expect(run.json).toBeNull();
+  }, 15_000);
+
+  it('takes the deadline snapshot while the hung run still runs, and keeps it', async () => {
+    let child: ChildProcess | undefined;
+    const run = await runFio(
+      () => {
+        child = spawn('sh', ['-c', 'sleep 60'], FIO_SPAWN);
+        return child;
+      },
+      300,
+      () => (child?.exitCode === null && child.signalCode === null ? 'still running' : 'gone'),
+    );
+    expect(run.hung).toBe(true);
+    expect(run.atDeadline).toBe('still running');
+    expect(child?.signalCode).toBe('SIGKILL');
+  }, 15_000);
+
+  it('takes no snapshot of a run that finishes in time', async () => {
+    let calls = 0;
+    const run = await runFio(
+      () => spawn('sh', ['-c', 'exit 0'], FIO_SPAWN),
+      10_000,
+      () => `${++calls}`,
+    );
+    expect(run.hung).toBe(false);
+    expect(run.atDeadline).toBeUndefined();
+    expect(calls).toBe(0);
   }, 15_000);
 
   it('ends even when a process outside the group keeps the pipes open', async () => {

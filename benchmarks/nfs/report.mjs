@@ -6,6 +6,18 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { size } from '../core/report.mjs';
 
+/**
+ * A byte check for the report: ok or FAILED, and how many of its fio passes hung and were run
+ * again (common.mjs, verifyWrites).
+ * @param {{ ok: boolean, hung?: unknown[] }} c
+ */
+export function checkResult(c) {
+  const n = c.hung?.length ?? 0;
+  const again =
+    n === 0 ? '' : ` (after ${n === 1 ? 'a hung pass' : `${n} hung passes`}, run again)`;
+  return `${c.ok ? 'ok' : 'FAILED'}${again}`;
+}
+
 /** @param {number} n */
 function num(n) {
   if (!Number.isFinite(n)) return '';
@@ -26,7 +38,7 @@ export function markdown(r) {
     `Command: \`${r.command}\`  `,
     `${r.date} · node ${r.node} · ${r.cpu.model} × ${r.cpu.count} · ${r.versions.fio} (nfs engine, ${r.versions.libnfs}) · ${r.versions.ganesha} · TCP ${r.congestionControl ?? 'machine default'} on loopback · ${r.seconds.toFixed(0)} s`,
     '',
-    `File: ${size(r.options.size)} (${size(r.options.writeSize)} for writes), ivmr from memory, ganesha from tmpfs; ${r.options.rounds} rounds of ${r.options.runtime} s (+${r.options.ramp} s ramp) per job and server, alternating ivmr, ganesha. Bytes checked first: ${r.checks.map((c) => `${c.server} ${c.what} ${c.ok ? 'ok' : 'FAILED'}`).join('; ')}.`,
+    `File: ${size(r.options.size)} (${size(r.options.writeSize)} for writes), ivmr from memory, ganesha from tmpfs; ${r.options.rounds} rounds of ${r.options.runtime} s (+${r.options.ramp} s ramp) per job and server, alternating ivmr, ganesha. Bytes checked first: ${r.checks.map((c) => `${c.server} ${c.what} ${checkResult(c)}`).join('; ')}.`,
     '',
     '| Job | ivmr | ganesha | ivmr ÷ ganesha | Rounds (÷) | Target | Met |',
     '| --- | ---: | ---: | ---: | --- | ---: | --- |',

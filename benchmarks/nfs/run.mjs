@@ -19,6 +19,7 @@ import { parseArgs } from 'node:util';
 import {
   Cleanups,
   checkRead,
+  describeHungPass,
   findTools,
   parseSize,
   pickJobs,
@@ -207,6 +208,7 @@ async function main() {
       fileName: WRITE_FILE,
       checks: results.checks,
       log,
+      onHang: (h) => log(describeHungPass(s.name, h)),
     });
   }
 
@@ -227,7 +229,7 @@ async function main() {
           { ns, fio: tools.fio, args, job, server: s, others, deadlineMs },
           (r) =>
             log(
-              `${key} round ${round}: HUNG, fio killed after ${r.wallSeconds.toFixed(0)} s (${r.stderrTail}); again`,
+              `${key} round ${round}: HUNG, fio killed after ${r.wallSeconds.toFixed(0)} s (${r.stderrTail}); again\nTCP sockets in the namespace at the deadline (ss -tnoi):\n${r.socketsAtDeadline}`,
             ),
         );
         const base = { job: job.id, server: s.name, round };

@@ -6,6 +6,7 @@
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { size } from '../core/report.mjs';
+import { checkResult } from '../nfs/report.mjs';
 
 /** @param {number} n */
 function num(n) {
@@ -128,7 +129,7 @@ export function markdown(r) {
     '',
     `Disk: ${size(r.disk.size)}, seed ${r.disk.seed} (${r.disk.zeroBlocks} of ${r.disk.size / 1048576} 1 MiB blocks zero, ${r.disk.dupBlocks} duplicates), backed up with \`ivmr backup\` (${backups}); served by \`ivmr serve\` as the VM's flat VMDK and by ganesha (VFS FSAL) as a raw file. ${r.options.rounds} rounds of ${r.options.runtime} s (+${r.options.ramp} s ramp) per job, temperature and server, servers alternating. Cold: ivmr restarted with an empty cache folder${r.pageCacheDropped ? ', page cache dropped' : r.pageCacheDropped === false ? ', page cache NOT dropped (not root)' : ''}; warm: after two whole reads of the disk (ivmr's read cache stores a sequential stream's blocks on their second read) and a sync.`,
     '',
-    `Bytes checked first: ${checks.map((c) => `${c.server} ${c.what} ${c.ok ? 'ok' : 'FAILED'}`).join('; ')}. Before each warm round: ${rechecks.length} whole-disk reads, ${rechecks.every((c) => c.ok) ? 'all right' : 'SOME WRONG'}.`,
+    `Bytes checked first: ${checks.map((c) => `${c.server} ${c.what} ${checkResult(c)}`).join('; ')}. Before each warm round: ${rechecks.length} whole-disk reads, ${rechecks.every((c) => c.ok) ? 'all right' : 'SOME WRONG'}.`,
     '',
   );
   if (r.targets.length > 0) {

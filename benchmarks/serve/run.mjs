@@ -24,6 +24,7 @@ import { startCeph } from '../nfs/ceph.mjs';
 import {
   Cleanups,
   checkRead,
+  describeHungPass,
   findTools,
   lastLine,
   parseSize,
@@ -270,6 +271,10 @@ async function main() {
         fileName: fileOf(name, 'write'),
         checks: results.checks,
         log,
+        onHang: (h) => {
+          log(describeHungPass(name, h));
+          if (name !== 'ganesha') log(`${name}'s log ends:\n${tail(join(tmp, `${name}.log`))}`);
+        },
       });
       if (name !== 'ganesha') dirty.add(name);
     }
@@ -337,7 +342,7 @@ async function main() {
             (r) => {
               if (name !== 'ganesha') log(`${name}'s log ends:\n${tail(join(tmp, `${name}.log`))}`);
               log(
-                `${key} round ${round}: HUNG, fio killed after ${r.wallSeconds.toFixed(0)} s (${r.stderrTail}); again`,
+                `${key} round ${round}: HUNG, fio killed after ${r.wallSeconds.toFixed(0)} s (${r.stderrTail}); again\nTCP sockets in the namespace at the deadline (ss -tnoi):\n${r.socketsAtDeadline}`,
               );
             },
           );
