@@ -1,7 +1,7 @@
 import { statfs } from 'node:fs/promises';
 import { createServer, type Server } from 'node:http';
 import type { DecodePool } from '@ivmr/core';
-import { type CallEvent, describeCall } from '@ivmr/nfs';
+import { type CallEvent, type CallInFlight, describeCall } from '@ivmr/nfs';
 import type { RecoveryService } from '@ivmr/recovery';
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 
@@ -14,14 +14,16 @@ export interface ServeMetrics {
 
 /**
  * Builds the metrics of a served cache folder: NFS calls and their latency by procedure and
- * status, and, read at each scrape, per session the bytes read from the backup and from the read
- * cache, the overlay's dirty and held bytes, the cache volume's free space, and the work of the
- * decode pool's threads.
+ * status, and, read at each scrape, the calls in flight (`callsInFlight`: the server's) and the
+ * age of the oldest, per session the bytes read from the backup and from the read cache, the
+ * overlay's dirty and held bytes, the cache volume's free space, and the work of the decode
+ * pool's threads.
  */
 export function createServeMetrics(
   service: RecoveryService,
   cacheDir: string,
   decodePool?: DecodePool,
+  callsInFlight: () => CallInFlight[] = () => [],
 ): ServeMetrics {
   const registry = new Registry();
   const calls = new Counter({
@@ -80,6 +82,22 @@ export function createServeMetrics(
     'Bytes of backup blocks in the read cache',
     (d) => d.cachedBytes,
   );
+  new Gauge({
+    name: 'ivmr_nfs_requests_in_flight',
+    help: 'RPC calls that arrived and are not answered yet',
+    registers: [registry],
+    collect() {
+      this.set(callsInFlight().length);
+    },
+  });
+  new Gauge({
+    name: 'ivmr_nfs_oldest_request_seconds',
+    help: 'Age of the oldest unanswered RPC call (0: none); ESXi gives up on a datastore after 140 s',
+    registers: [registry],
+    collect() {
+      this.set((callsInFlight()[0]?.ageMs ?? 0) / 1000);
+    },
+  });
   new Gauge({
     name: 'ivmr_sessions',
     help: 'Sessions served',

@@ -258,6 +258,9 @@ describe('ivmr serve driven by ivmr sessions, stop and migrate', () => {
     expect(sample(metrics, 'ivmr_backup_read_bytes{session="app01"}'), metrics).toBeGreaterThan(0);
     expect(sample(metrics, 'ivmr_cache_free_bytes'), metrics).toBeGreaterThan(0);
     expect(sample(metrics, 'ivmr_sessions'), metrics).toBe(1);
+    // qemu-io is done: no NFS call is waiting for its answer.
+    expect(sample(metrics, 'ivmr_nfs_requests_in_flight'), metrics).toBe(0);
+    expect(sample(metrics, 'ivmr_nfs_oldest_request_seconds'), metrics).toBe(0);
     // The serve started its decode worker (the default: cores less one, at least one).
     expect(sample(metrics, 'ivmr_decode_workers'), metrics).toBeGreaterThanOrEqual(1);
 

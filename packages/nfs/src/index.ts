@@ -25,7 +25,7 @@ export {
   statusOfError,
 } from './filesystem.js';
 export { MAX_HANDLE_SIZE } from './handles.js';
-export type { CallEvent, RemoteInfo, RpcCall } from './rpc/dispatcher.js';
+export type { CallEvent, CallInFlight, RemoteInfo, RpcCall } from './rpc/dispatcher.js';
 export {
   NfsServer,
   type NfsServerAddress,

@@ -8,7 +8,7 @@ import { Nfs3Proc } from './nfs3/constants.js';
 import { createNfs3Program, NFS_PROGRAM } from './nfs3/nfs3-program.js';
 import { createPortmapProgram, PMAP_PROGRAM, PortmapRegistry } from './portmap/portmap-program.js';
 import { type RpcbindRegistration, registerWithRpcbind } from './portmap/rpcbind-client.js';
-import { type CallEvent, Dispatcher, type RpcCall } from './rpc/dispatcher.js';
+import { type CallEvent, type CallInFlight, Dispatcher, type RpcCall } from './rpc/dispatcher.js';
 import type { MountTable, ServerState } from './state.js';
 import { RpcTcpServer } from './transport/tcp-server.js';
 
@@ -80,6 +80,7 @@ export class NfsServer {
   readonly #options: NfsServerOptions;
   readonly #state: ServerState;
   readonly #dispatcher: Dispatcher;
+  #portmapDispatcher: Dispatcher | undefined;
   readonly #listeners: RpcTcpServer[] = [];
   #registration: RpcbindRegistration | undefined;
   #address: NfsServerAddress | undefined;
@@ -145,6 +146,7 @@ export class NfsServer {
       if (mode === 'embedded') {
         const registry = new PortmapRegistry();
         const pmap = new Dispatcher({ onCall: o.onCall });
+        this.#portmapDispatcher = pmap;
         pmap.register(createPortmapProgram(registry));
         const l = new RpcTcpServer(pmap, { onConnectionError: (err) => o.onError?.(err) });
         this.#listeners.push(l);
@@ -170,6 +172,19 @@ export class NfsServer {
       await this.stop();
       throw err;
     }
+  }
+
+  /**
+   * Calls that arrived and are not answered yet, oldest first: NFS and MOUNT calls, and
+   * portmapper calls when it is embedded. A call is answered when its reply is encoded for
+   * sending. For watchdogs and diagnostics: a call waiting on a stuck adapter shows here with
+   * its age (ESXi gives up on a datastore whose calls go unanswered for long).
+   */
+  callsInFlight(): CallInFlight[] {
+    const now = performance.now();
+    const calls = this.#dispatcher.callsInFlight(now);
+    if (this.#portmapDispatcher) calls.push(...this.#portmapDispatcher.callsInFlight(now));
+    return calls.sort((a, b) => b.ageMs - a.ageMs);
   }
 
   /** Where the server listens, once started. */

@@ -25,6 +25,7 @@ import { type CliIo, writeLine } from '../io.js';
 import { createServeMetrics, serveMetrics } from '../metrics.js';
 import { collect, parseByteSize, wholeNumber } from '../parse.js';
 import { openRepository, REPO_HELP, S3_ENDPOINT_HELP, S3_TIMEOUT_HELP } from '../repository.js';
+import { type SlowCallWatch, watchSlowCalls } from '../slow-calls.js';
 
 /** Flags of `ivmr serve`. */
 export interface ServeFlags {
@@ -46,6 +47,8 @@ export interface ServeFlags {
   readonly cacheFloor?: number;
   readonly readCache?: number;
   readonly metricsPort?: number;
+  /** Seconds after which an unanswered NFS call is warned of; 0: never. Default 10. */
+  readonly slowCall?: number;
   readonly logLevel: string;
   readonly json?: boolean;
   /** A folder, or false after `--no-boot-profiles`. */
@@ -119,6 +122,12 @@ export function defineServe(program: Command): Command {
       'serve Prometheus metrics on http://<listen>:<n>/metrics',
       wholeNumber(0),
     )
+    .option(
+      '--slow-call <seconds>',
+      'warn of an NFS call unanswered this long, and again when it is answered (0: never)',
+      wholeNumber(0),
+      10,
+    )
     .addOption(
       new Option('--log-level <level>', 'log level')
         .choices(['debug', 'info', 'warn', 'error', 'silent'])
@@ -177,6 +186,7 @@ export async function runServe(
   let metrics: Server | undefined;
   let before: Set<string> | undefined;
   let ready = false;
+  let slowCalls: SlowCallWatch | undefined;
   try {
     await mkdir(flags.cache, { recursive: true });
     // The control socket first: it refuses a second server on the same cache folder before
@@ -210,11 +220,13 @@ export async function runServe(
     const m =
       flags.metricsPort === undefined
         ? undefined
-        : createServeMetrics(service, flags.cache, decodePool);
+        : createServeMetrics(service, flags.cache, decodePool, () => server?.callsInFlight() ?? []);
     const handleKey = await loadHandleKey(flags.cache, (path, size) =>
       log.warn({ path, size }, 'the file-handle key is damaged: a new one replaces it'),
     );
     const datastore = service.datastore;
+    const watch = watchSlowCalls(log, (flags.slowCall ?? 10) * 1000);
+    slowCalls = watch;
     const start = async (
       portmap: PortmapMode,
     ): Promise<{ server: NfsServer; address: NfsServerAddress }> => {
@@ -230,6 +242,7 @@ export async function runServe(
         handleKey,
         onCall: (event) => {
           m?.onCall(event);
+          watch.onCall(event);
           if (event.prog === MOUNT_PROGRAM) logMount(log, event);
         },
         onError: (err, call) => logCallError(log, err, call),
@@ -256,6 +269,7 @@ export async function runServe(
       }
     }
     server = started!.server;
+    watch.watch(server);
     let metricsPort: number | undefined;
     if (m) {
       const ms = await serveMetrics(m.registry, flags.listen, flags.metricsPort!);
@@ -278,6 +292,7 @@ export async function runServe(
     log.info({}, 'stopping');
     return 0;
   } finally {
+    slowCalls?.stop();
     if (metrics) await new Promise((r) => metrics!.close(r));
     await control?.close();
     await server?.stop();

@@ -125,6 +125,24 @@ export interface CallEvent {
   readonly replayed: boolean;
 }
 
+/** A call that arrived and is not answered yet (see `NfsServer.callsInFlight`). */
+export interface CallInFlight {
+  readonly xid: number;
+  readonly prog: number;
+  readonly vers: number;
+  readonly proc: number;
+  readonly remote: RemoteInfo;
+  /** Milliseconds since the call arrived. */
+  readonly ageMs: number;
+}
+
+/** A call being answered: its header, where it came from and when. */
+interface Arrived {
+  readonly header: CallHeader;
+  readonly remote: RemoteInfo;
+  readonly at: number;
+}
+
 /** Options of a {@link Dispatcher}. */
 export interface DispatcherOptions {
   /** Entries of the duplicate request cache (default 1024). */
@@ -156,6 +174,8 @@ export class Dispatcher {
   readonly #drcTtl: number;
   readonly #onCall: DispatcherOptions['onCall'];
   readonly #onError: DispatcherOptions['onError'];
+  /** Calls being answered, in order of arrival. */
+  readonly #inFlight = new Set<Arrived>();
 
   constructor(options: DispatcherOptions = {}) {
     this.#drcEntries = options.drcEntries ?? 1024;
@@ -178,10 +198,27 @@ export class Dispatcher {
     const r = new XdrReader(record);
     const header = readCallHeader(r);
     if (header === null) return null;
-    if (this.#onCall === undefined) return this.#route(header, r, remote);
-    const started = performance.now();
-    const reply = await this.#route(header, r, remote);
-    return this.#observed(reply, header, remote, record.length, started, this.#onCall);
+    const arrived: Arrived = { header, remote, at: performance.now() };
+    this.#inFlight.add(arrived);
+    try {
+      const reply = await this.#route(header, r, remote);
+      if (this.#onCall === undefined) return reply;
+      return this.#observed(reply, header, remote, record.length, arrived.at, this.#onCall);
+    } finally {
+      this.#inFlight.delete(arrived);
+    }
+  }
+
+  /** Calls that arrived and are not answered yet, oldest first. */
+  callsInFlight(now = performance.now()): CallInFlight[] {
+    return [...this.#inFlight].map(({ header: h, remote, at }) => ({
+      xid: h.xid,
+      prog: h.prog,
+      vers: h.vers,
+      proc: h.proc,
+      remote,
+      ageMs: now - at,
+    }));
   }
 
   #route(
