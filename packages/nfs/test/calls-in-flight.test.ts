@@ -45,11 +45,11 @@ describe('NfsServer.callsInFlight', () => {
     expect(f.server.server.callsInFlight()).toEqual([]);
   });
 
-  it('lists calls oldest first', async () => {
+  it('lists calls oldest first, and drops one answered between others', async () => {
     const fh = f.server.handle('/memfs', f.fs.writeFile('/file', Buffer.from('held')));
     const releases: (() => void)[] = [];
     const replies = [];
-    for (let i = 0; i < 2; i++) {
+    for (let i = 0; i < 3; i++) {
       const inAdapter = new Promise<void>((r) => {
         entered = r;
       });
@@ -59,10 +59,16 @@ describe('NfsServer.callsInFlight', () => {
       await new Promise((r) => setTimeout(r, 20));
     }
     const held = f.server.server.callsInFlight();
-    expect(held).toHaveLength(2);
+    expect(held).toHaveLength(3);
     expect(held[0]!.ageMs).toBeGreaterThan(held[1]!.ageMs);
-    expect(held[0]!.xid).not.toBe(held[1]!.xid);
-    for (const r of releases) r();
+    expect(held[1]!.ageMs).toBeGreaterThan(held[2]!.ageMs);
+    expect(new Set(held.map((c) => c.xid)).size).toBe(3);
+
+    releases[1]!();
+    expect((await replies[1])?.data?.toString()).toBe('e');
+    expect(f.server.server.callsInFlight().map((c) => c.xid)).toEqual([held[0]!.xid, held[2]!.xid]);
+    releases[0]!();
+    releases[2]!();
     await Promise.all(replies);
     expect(f.server.server.callsInFlight()).toEqual([]);
   });
