@@ -8,7 +8,15 @@ import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { machineBusySeconds, median } from '../core/measure.mjs';
-import { FIO_SPAWN, figures, runFio, VERIFY_JOBS, verifyArgs, verifyResult } from './fio.mjs';
+import {
+  FIO_SPAWN,
+  figures,
+  lastLines,
+  runFio,
+  VERIFY_JOBS,
+  verifyArgs,
+  verifyResult,
+} from './fio.mjs';
 import { reapedChildrenCpuSeconds } from './processes.mjs';
 
 const MiB = 1024 * 1024;
@@ -264,7 +272,7 @@ export async function timedRun(o) {
   return {
     hung: run.hung,
     ...f,
-    stderrTail: run.hung || f.error ? lastLine(run.stderr) : undefined,
+    stderrTail: run.hung || f.error ? lastLines(run.stderr) : undefined,
     socketsAtDeadline: run.atDeadline,
     wallSeconds: run.wallSeconds,
     serverCpuSeconds: serverCpu,
@@ -334,7 +342,7 @@ export async function verifyWrites(o) {
           dir,
           attempt,
           wallSeconds: run.wallSeconds,
-          stderr: lastLinesOf(run.stderr, 5),
+          stderr: lastLines(run.stderr),
           sockets: run.atDeadline ?? '',
         };
         hung.push(h);
@@ -375,22 +383,22 @@ export function socketsOf(ns) {
 }
 
 /**
- * A hung pass for the progress log: what hung, fio's last lines and the sockets at the deadline.
- * @param {string} server
- * @param {HungPass} h
+ * A hang for the progress log: what hung (`what`), after how long, whether it runs again, fio's
+ * last lines and the namespace's sockets at the deadline. For timed runs ({@link timedRun}'s
+ * entries) and verify passes ({@link HungPass}) alike.
+ * @param {string} what
+ * @param {{ wallSeconds: number, stderr?: string, stderrTail?: string, sockets?: string,
+ *   socketsAtDeadline?: string }} h
+ * @param {boolean} again
  */
-export function describeHungPass(server, h) {
-  const indent = (/** @type {string} */ t) => (t || '(nothing)').replace(/^/gm, '    ');
+export function describeHang(what, h, again) {
+  const sockets = (h.sockets ?? h.socketsAtDeadline) || '(nothing)';
   return [
-    `${server}: fio ${h.job}, ${h.dir} pass (attempt ${h.attempt}): HUNG, killed after ${h.wallSeconds.toFixed(0)} s${h.attempt < 2 ? '; again' : ''}`,
-    `  fio's last lines:\n${indent(h.stderr)}`,
-    `  TCP sockets in the namespace at the deadline (ss -tnoi):\n${indent(h.sockets)}`,
+    `${what}: HUNG, fio killed after ${h.wallSeconds.toFixed(0)} s${again ? '; again' : ''}`,
+    `  fio's last lines: ${(h.stderr ?? h.stderrTail) || '(nothing)'}`,
+    '  TCP sockets in the namespace at the deadline (ss -tnoi):',
+    sockets.replace(/^/gm, '    '),
   ].join('\n');
-}
-
-/** @param {string} text @param {number} n */
-function lastLinesOf(text, n) {
-  return text.trim().split('\n').slice(-n).join('\n');
 }
 
 /**

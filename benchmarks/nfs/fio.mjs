@@ -320,7 +320,10 @@ export function verifyResult(run, dir, job) {
   return null;
 }
 
-/** @param {string} text */
-function lastLines(text) {
+/**
+ * fio's last lines of output on one line (at most five, joined with ` | `).
+ * @param {string} text
+ */
+export function lastLines(text) {
   return text.trim().split('\n').slice(-5).join(' | ') || '(no output)';
 }

@@ -19,7 +19,7 @@ import { parseArgs } from 'node:util';
 import {
   Cleanups,
   checkRead,
-  describeHungPass,
+  describeHang,
   findTools,
   parseSize,
   pickJobs,
@@ -208,7 +208,7 @@ async function main() {
       fileName: WRITE_FILE,
       checks: results.checks,
       log,
-      onHang: (h) => log(describeHungPass(s.name, h)),
+      onHang: (h) => log(describeHang(`${s.name}: fio ${h.job}, ${h.dir} pass`, h, h.attempt < 2)),
     });
   }
 
@@ -227,10 +227,7 @@ async function main() {
         const args = timedArgs(job, { ...options, url: s.exportUrl, fileName: file, size });
         const attempts = await timedRunRetrying(
           { ns, fio: tools.fio, args, job, server: s, others, deadlineMs },
-          (r) =>
-            log(
-              `${key} round ${round}: HUNG, fio killed after ${r.wallSeconds.toFixed(0)} s (${r.stderrTail}); again\nTCP sockets in the namespace at the deadline (ss -tnoi):\n${r.socketsAtDeadline}`,
-            ),
+          (r) => log(describeHang(`${key} round ${round}`, r, true)),
         );
         const base = { job: job.id, server: s.name, round };
         for (const r of attempts.slice(0, -1)) runs.push({ ...base, ...r, superseded: true });
@@ -242,9 +239,7 @@ async function main() {
         if (entry.hung) {
           hung.add(key);
           failed = true;
-          log(
-            `${key} round ${round}: HUNG, fio killed after ${wall.toFixed(0)} s (${entry.stderrTail})`,
-          );
+          log(describeHang(`${key} round ${round}`, entry, false));
         } else if (f.error) {
           failed = true;
           log(`${key} round ${round}: FAILED: ${f.error}`);

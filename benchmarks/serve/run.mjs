@@ -24,7 +24,7 @@ import { startCeph } from '../nfs/ceph.mjs';
 import {
   Cleanups,
   checkRead,
-  describeHungPass,
+  describeHang,
   findTools,
   lastLine,
   parseSize,
@@ -272,7 +272,7 @@ async function main() {
         checks: results.checks,
         log,
         onHang: (h) => {
-          log(describeHungPass(name, h));
+          log(describeHang(`${name}: fio ${h.job}, ${h.dir} pass`, h, h.attempt < 2));
           if (name !== 'ganesha') log(`${name}'s log ends:\n${tail(join(tmp, `${name}.log`))}`);
         },
       });
@@ -341,9 +341,7 @@ async function main() {
             { ns, fio: tools.fio, args, job, server: s, others, deadlineMs },
             (r) => {
               if (name !== 'ganesha') log(`${name}'s log ends:\n${tail(join(tmp, `${name}.log`))}`);
-              log(
-                `${key} round ${round}: HUNG, fio killed after ${r.wallSeconds.toFixed(0)} s (${r.stderrTail}); again\nTCP sockets in the namespace at the deadline (ss -tnoi):\n${r.socketsAtDeadline}`,
-              );
+              log(describeHang(`${key} round ${round}`, r, true));
             },
           );
           const base = { job: job.id, temp, server: name, round };
@@ -360,7 +358,11 @@ async function main() {
             if (name !== 'ganesha') log(`${name}'s log ends:\n${tail(join(tmp, `${name}.log`))}`);
             broken.add(key);
             failed = true;
-            log(`${key} round ${round}: ${entry.hung ? 'HUNG' : `FAILED: ${entry.error}`}`);
+            log(
+              entry.hung
+                ? describeHang(`${key} round ${round}`, entry, false)
+                : `${key} round ${round}: FAILED: ${entry.error}`,
+            );
           } else {
             log(
               `${key} round ${round}: ${Math.round(entry.iops)} IOPS, ${(entry.bytesPerSecond / 1e6).toFixed(0)} MB/s, p50 ${entry.p50Us.toFixed(0)} µs, p99 ${entry.p99Us.toFixed(0)} µs, server ${(entry.serverCpuSeconds / entry.wallSeconds).toFixed(2)} cores`,

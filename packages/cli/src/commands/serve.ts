@@ -27,6 +27,9 @@ import { collect, parseByteSize, wholeNumber } from '../parse.js';
 import { openRepository, REPO_HELP, S3_ENDPOINT_HELP, S3_TIMEOUT_HELP } from '../repository.js';
 import { type SlowCallWatch, watchSlowCalls } from '../slow-calls.js';
 
+/** Seconds an NFS call may go unanswered before `ivmr serve` warns of it (`--slow-call`). */
+const DEFAULT_SLOW_CALL_SECONDS = 10;
+
 /** Flags of `ivmr serve`. */
 export interface ServeFlags {
   readonly repo: string;
@@ -126,7 +129,7 @@ export function defineServe(program: Command): Command {
       '--slow-call <seconds>',
       'warn of an NFS call unanswered this long, and again when it is answered (0: never)',
       wholeNumber(0),
-      10,
+      DEFAULT_SLOW_CALL_SECONDS,
     )
     .addOption(
       new Option('--log-level <level>', 'log level')
@@ -225,7 +228,7 @@ export async function runServe(
       log.warn({ path, size }, 'the file-handle key is damaged: a new one replaces it'),
     );
     const datastore = service.datastore;
-    const watch = watchSlowCalls(log, (flags.slowCall ?? 10) * 1000);
+    const watch = watchSlowCalls(log, (flags.slowCall ?? DEFAULT_SLOW_CALL_SECONDS) * 1000);
     slowCalls = watch;
     const start = async (
       portmap: PortmapMode,
